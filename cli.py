@@ -1,0 +1,128 @@
+"""Command line: ``python cli.py {fit,validate,test,predict} --config configs/cifar.yaml [--key value ...]``.
+
+A thin ``LightningCLI``: it links the data's image shape into the model and both networks and the model's
+``latent_dim`` into G (so neither is typed twice), adds a checkpoint callback that keeps ``last.ckpt``,
+logs to TensorBoard under ``lightning_logs/``, picks a DDP strategy that works with manual optimization
+when more than one process is asked for, and resolves ``--ckpt_path last`` to the newest run's last.ckpt.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from datamodule import ImageDataModule
+from gan_module import GAN
+
+# Manual optimization updates D and G in turn, so each backward leaves the other network's parameters
+# unused; plain DDP then fails on the first backward (Lightning issues #20328, #20866). This strategy lets
+# DDP find the unused parameters and still all-reduces the gradients of the ones that were used.
+DDP_STRATEGY = "ddp_find_unused_parameters_true"
+_PLAIN_DDP = {"ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"}
+
+
+def _num_devices(devices: Any, accelerator: Any) -> int:
+    """How many processes per node ``--trainer.devices`` asks for (best effort, before the Trainer exists)."""
+    if isinstance(devices, (list, tuple)):
+        return len(devices)
+    text = str(devices).strip()
+    if text in ("auto", "-1"):
+        on_gpu = str(accelerator) in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+        return torch.cuda.device_count() if on_gpu else 1
+    if "," in text:
+        return len([d for d in text.split(",") if d.strip()])
+    try:
+        return int(text)
+    except ValueError:
+        return 1
+
+
+def _logger_dir(logger: Any) -> Path | None:
+    """``save_dir/name`` of a TensorBoardLogger given in the config, else None."""
+    if isinstance(logger, list):
+        logger = logger[0] if logger else None
+    class_path = getattr(logger, "class_path", "") or ""
+    if not class_path.endswith("TensorBoardLogger"):
+        return None
+    init = logger.init_args
+    return Path(str(init.get("save_dir") or ".")) / str(init.get("name") or "lightning_logs")
+
+
+class GANCLI(LightningCLI):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("subclass_mode_data", True)
+        kwargs.setdefault("auto_configure_optimizers", False)  # the model builds its two optimizers
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})  # a resume rewrites its run's config
+        super().__init__(GAN, ImageDataModule, *args, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.save_last": True,  # last.ckpt, what --ckpt_path last resumes from
+                "trainer.logger": {
+                    "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                    "init_args": {"save_dir": "lightning_logs", "name": "default"},
+                },
+            }
+        )
+        # The data decides the image shape; the model and both networks receive it.
+        for target in (
+            "model.image_shape",
+            "model.generator.init_args.image_shape",
+            "model.discriminator.init_args.image_shape",
+        ):
+            parser.link_arguments("data.image_shape", target, apply_on="instantiate")
+        parser.link_arguments("model.latent_dim", "model.generator.init_args.latent_dim", apply_on="parse")
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        self._choose_strategy(cfg)
+        self._resolve_last_checkpoint(cfg)
+
+    def _choose_strategy(self, cfg: Any) -> None:
+        trainer = cfg.trainer
+        strategy = trainer.strategy
+        if not isinstance(strategy, str):
+            return  # a Strategy object given by class_path: the user's choice
+        processes = _num_devices(trainer.devices, trainer.accelerator) * int(trainer.num_nodes or 1)
+        if strategy in _PLAIN_DDP:
+            raise ValueError(
+                f"trainer.strategy={strategy!r} fails with the GAN's manual optimization (each backward leaves one "
+                f"network's parameters unused). Use {DDP_STRATEGY!r} (chosen automatically for "
+                "--trainer.devices > 1 when trainer.strategy is 'auto')."
+            )
+        if strategy == "auto" and processes > 1:
+            trainer.strategy = DDP_STRATEGY
+
+    def _resolve_last_checkpoint(self, cfg: Any) -> None:
+        if cfg.get("ckpt_path") != "last":
+            return
+        run_dir = _logger_dir(cfg.trainer.logger)
+        if run_dir is None:
+            return  # not our logger layout: leave "last" to Lightning
+        found = sorted(run_dir.glob("version_*/checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise ValueError(
+                f"--ckpt_path last: no last.ckpt under {run_dir}/version_*/checkpoints; train first "
+                "(python cli.py fit ...) or give the checkpoint's path"
+            )
+        last = found[-1]
+        cfg.ckpt_path = str(last)
+        if self.subcommand == "fit":
+            # Keep logging into the run being resumed, so TensorBoard shows one continuous run.
+            cfg.trainer.logger.init_args.version = last.parent.parent.name
+        print(f"Resuming from {last}", file=sys.stderr)
+
+
+def main(args: list[str] | None = None) -> GANCLI:
+    return GANCLI(args=args)
+
+
+if __name__ == "__main__":
+    main()

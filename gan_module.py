@@ -1,0 +1,351 @@
+"""The original GAN (Goodfellow et al. 2014) as a LightningModule with manual optimization.
+
+Run it through the CLI::
+
+    python cli.py fit --config configs/cifar.yaml
+
+``training_step`` is the paper's Algorithm 1. One call is one discriminator update on one real minibatch
+and fresh noise; every ``k``-th call is followed, in the same call, by one generator update on fresh noise.
+So after N training steps D has been updated N times and G N // k times, and Lightning's ``global_step``
+(which counts every ``optimizer.step()``) is N + N // k.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+import torchvision
+from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+from torch import nn
+from torchmetrics import MeanMetric
+
+Loss = Literal["non_saturating", "minimax"]
+Prior = Literal["normal", "uniform"]
+
+
+class GANAdam(torch.optim.Adam):
+    """Adam with the GAN defaults of Radford et al. (lr 2e-4, betas (0.5, 0.999)), used by the seed."""
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 2e-4,
+        betas: tuple[float, float] = (0.5, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+    ) -> None:
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach, fused=fused)
+
+
+# --- The losses (Eq. 1 of the paper, split into D's and G's part). All take logits. -----------------------
+
+
+def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """D's loss: −[log D(x) + log(1 − D(G(z)))], the negated objective D ascends in Algorithm 1."""
+    real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+    fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+    return real + fake
+
+
+def g_loss_minimax(fake_logits: torch.Tensor) -> torch.Tensor:
+    """G's loss of Eq. 1 as written: log(1 − D(G(z))), which G descends in Algorithm 1."""
+    return -F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+
+
+def g_loss_non_saturating(fake_logits: torch.Tensor) -> torch.Tensor:
+    """The paper's practical variant (Sec. 3): G maximises log D(G(z)), i.e. minimises −log D(G(z))."""
+    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+G_LOSSES = {"non_saturating": g_loss_non_saturating, "minimax": g_loss_minimax}
+
+
+def _check_optimizer(name: str, factory: OptimizerCallable) -> None:
+    """Build the optimizer once on a dummy parameter so that a bad learning rate fails before training."""
+    try:
+        opt = factory([nn.Parameter(torch.zeros(1))])
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"model.{name}: {err}") from err
+    for group in opt.param_groups:
+        lr = group.get("lr")
+        lr = float(lr) if lr is not None else None
+        if lr is None or not math.isfinite(lr) or lr <= 0:
+            raise ValueError(f"model.{name}: the learning rate must be a number > 0, got {group.get('lr')}")
+
+
+class GAN(L.LightningModule):
+    """G and D trained by Algorithm 1 of Goodfellow et al. (2014).
+
+    Args:
+        generator: G, maps z of shape (N, latent_dim) to images of shape (N, *image_shape).
+        discriminator: D, maps images to one logit each, shape (N, 1).
+        latent_dim: size of z (linked into the generator by the CLI).
+        image_shape: shape of one image (C, H, W), linked from the data by the CLI.
+        k: discriminator updates per generator update (Algorithm 1's k), >= 1.
+        loss: G's loss: ``non_saturating`` (maximise log D(G(z)), the paper's advice in Sec. 3 and the
+            seed's choice) or ``minimax`` (minimise log(1 − D(G(z))), Eq. 1 as written).
+        prior: the noise prior p_z: ``normal`` N(0, I) or ``uniform`` U(−1, 1)^latent_dim.
+        g_optimizer: G's optimizer (default Adam, lr 2e-4, betas (0.5, 0.999)).
+        d_optimizer: D's optimizer (default Adam, lr 2e-4, betas (0.5, 0.999)).
+        grad_clip_norm: clip each network's gradient norm to this value before its step (None: off).
+        noise_seed: base seed of the training noise; rank r of a multi-process run draws from
+            seed (noise_seed, r, step), so ranks draw different z and a resume continues the same stream.
+            None takes it from the global seed (``seed_everything``), or a random one without it.
+        grid_size: the fixed-noise image grid is grid_size × grid_size samples, logged once per epoch.
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        latent_dim: int = 128,
+        image_shape: Sequence[int] = (3, 32, 32),
+        k: int = 1,
+        loss: Loss = "non_saturating",
+        prior: Prior = "normal",
+        g_optimizer: OptimizerCallable = GANAdam,
+        d_optimizer: OptimizerCallable = GANAdam,
+        grad_clip_norm: float | None = None,
+        noise_seed: int | None = None,
+        grid_size: int = 8,
+    ) -> None:
+        super().__init__()
+        for name, value in (("k", k), ("latent_dim", latent_dim), ("grid_size", grid_size)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"model.{name} must be an integer >= 1, got {value!r}")
+        if loss not in G_LOSSES:
+            raise ValueError(f"model.loss must be one of {sorted(G_LOSSES)}, got {loss!r}")
+        if prior not in ("normal", "uniform"):
+            raise ValueError(f"model.prior must be 'normal' or 'uniform', got {prior!r}")
+        if grad_clip_norm is not None and not grad_clip_norm > 0:
+            raise ValueError(f"model.grad_clip_norm must be > 0 or null, got {grad_clip_norm}")
+        _check_optimizer("g_optimizer", g_optimizer)
+        _check_optimizer("d_optimizer", d_optimizer)
+        self.save_hyperparameters()
+        self.automatic_optimization = False  # Algorithm 1 alternates two optimizers by hand
+
+        self.G = generator
+        self.D = discriminator
+        self.latent_dim = latent_dim
+        self.image_shape = tuple(int(s) for s in image_shape)
+        self.k = k
+        self.g_loss_fn = G_LOSSES[loss]
+        self.prior = prior
+        self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
+        self.grad_clip_norm = grad_clip_norm
+        # G's output range: images in the data (uint8) are scaled to it. Tanh → [−1, 1], Sigmoid → [0, 1].
+        self.value_range: tuple[float, float] = tuple(getattr(generator, "value_range", (-1.0, 1.0)))
+        self._check_shapes()
+
+        # The fixed noise of the image grid: a buffer, so it is saved in the checkpoint and a resumed run
+        # keeps drawing the same grid.
+        fixed = torch.Generator().manual_seed(0 if noise_seed is None else noise_seed)
+        self.register_buffer("fixed_z", self._draw_z(grid_size * grid_size, fixed, "cpu"))
+        self.noise_seed = noise_seed
+        self.d_updates = 0  # D updates so far: the step counter of Algorithm 1 (saved in the checkpoint)
+        self._z_gen: torch.Generator | None = None
+        for stat in ("loss_d", "loss_g", "d_real", "d_fake"):  # epoch means, averaged over ranks
+            setattr(self, f"epoch_{stat}", MeanMetric())
+
+    # --- set-up -------------------------------------------------------------------------------------------
+
+    def _check_shapes(self) -> None:
+        was_training = self.G.training, self.D.training
+        self.G.eval(), self.D.eval()
+        with torch.no_grad():
+            z = torch.zeros(2, self.latent_dim)
+            try:
+                x = self.G(z)
+            except Exception as err:
+                raise ValueError(f"model.generator fails on z of shape (2, {self.latent_dim}): {err}") from err
+            if tuple(x.shape[1:]) != self.image_shape:
+                raise ValueError(
+                    f"model.generator makes images of shape {tuple(x.shape[1:])}, but the data's images have "
+                    f"shape {self.image_shape}: choose a generator for this image shape"
+                )
+            y = self.D(x)
+        if tuple(y.shape) not in ((2,), (2, 1)):
+            raise ValueError(f"model.discriminator must return one logit per image, got shape {tuple(y.shape)}")
+        self.G.train(was_training[0]), self.D.train(was_training[1])
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        # Order matters: self.optimizers() returns (opt_d, opt_g).
+        return [self.d_optimizer(self.D.parameters()), self.g_optimizer(self.G.parameters())]
+
+    def setup(self, stage: str) -> None:
+        if self.noise_seed is None:
+            # Identical on every rank when seed_everything is set (the global RNG is), random otherwise.
+            self.noise_seed = int(torch.randint(0, 2**62, (1,)).item())
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["gan"] = {"d_updates": self.d_updates, "noise_seed": self.noise_seed}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("gan", {})
+        self.d_updates = int(state.get("d_updates", 0))
+        self.noise_seed = state.get("noise_seed", self.noise_seed)
+
+    # --- noise and samples --------------------------------------------------------------------------------
+
+    def _draw_z(self, n: int, generator: torch.Generator | None, device: torch.device | str) -> torch.Tensor:
+        if self.prior == "normal":
+            return torch.randn(n, self.latent_dim, generator=generator, device=device)
+        return torch.rand(n, self.latent_dim, generator=generator, device=device) * 2 - 1
+
+    def _step_noise_generator(self) -> torch.Generator:
+        """A generator seeded by (noise_seed, rank, D update): different z on every rank, resumable."""
+        if self._z_gen is None or self._z_gen.device != self.device:
+            self._z_gen = torch.Generator(device=self.device)
+        key = f"{self.noise_seed}/{self.global_rank}/{self.d_updates}".encode()
+        self._z_gen.manual_seed(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1)
+        return self._z_gen
+
+    def sample_z(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw n noise vectors z ~ p_z on the module's device."""
+        return self._draw_z(n, generator, self.device)
+
+    def to_model_range(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 images in [0, 255] → floats in G's output range (done per batch, on the device)."""
+        lo, hi = self.value_range
+        return batch.float().mul_((hi - lo) / 255.0).add_(lo) if batch.dtype == torch.uint8 else batch
+
+    def to_uint8(self, x: torch.Tensor) -> torch.Tensor:
+        """Samples in G's output range → uint8 images in [0, 255] (the inverse of ``to_model_range``)."""
+        lo, hi = self.value_range
+        return ((x.float() - lo) * (255.0 / (hi - lo))).round_().clamp_(0, 255).to(torch.uint8)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n samples of G in eval mode, as uint8 images (N, C, H, W)."""
+        was_training = self.G.training
+        self.G.eval()
+        out = self.to_uint8(self.G(self.sample_z(n, generator)))
+        self.G.train(was_training)
+        return out
+
+    # --- Algorithm 1 --------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _images(batch: Any) -> torch.Tensor:
+        return batch[0] if isinstance(batch, (list, tuple)) else batch
+
+    def _check_finite(self, name: str, loss: torch.Tensor) -> None:
+        # Checked before the optimizer step, so the weights (and every checkpoint) stay finite.
+        if not torch.isfinite(loss.detach()).all():
+            raise FloatingPointError(
+                f"{name} became {loss.detach().float().item()} at global step {self.global_step} (D update "
+                f"{self.d_updates + 1}, epoch {self.current_epoch}); training stopped before the step, the last "
+                "saved checkpoint (last.ckpt) is unchanged. Lower the learning rates or set model.grad_clip_norm."
+            )
+
+    def _step(self, opt: Any, loss: torch.Tensor, network: nn.Module) -> None:
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.grad_clip_norm is not None:
+            self.clip_gradients(opt, gradient_clip_val=self.grad_clip_norm, gradient_clip_algorithm="norm")
+        opt.step()
+        # A forward later in this training_step must see the new weights, not autocast's cached casts of the
+        # old ones (Lightning runs the whole step in one autocast context).
+        torch.clear_autocast_cache()
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        opt_d, opt_g = self.optimizers()
+        x = self.to_model_range(self._images(batch))  # a fresh real minibatch {x(1), ..., x(m)} ~ p_data
+        m = x.shape[0]
+        gen = self._step_noise_generator()
+
+        # Algorithm 1, inner loop (one of its k steps): sample {z(1), ..., z(m)} ~ p_g(z), update D by
+        # ascending  ∇θd 1/m Σ [log D(x(i)) + log(1 − D(G(z(i))))]  (we descend the negation, d_loss).
+        with torch.no_grad():
+            fake = self.G(self.sample_z(m, gen))
+        self.toggle_optimizer(opt_d)  # only D's parameters require grad
+        real_logits, fake_logits = self.D(x), self.D(fake)
+        loss_d = d_loss(real_logits, fake_logits)
+        self._check_finite("loss/d", loss_d)
+        self._step(opt_d, loss_d, self.D)
+        self.untoggle_optimizer(opt_d)
+        self.d_updates += 1
+
+        d_real = torch.sigmoid(real_logits.detach().float()).mean()
+        d_fake = torch.sigmoid(fake_logits.detach().float()).mean()
+        stats = {"loss/d": loss_d.detach(), "d/real": d_real, "d/fake": d_fake}
+
+        if self.d_updates % self.k == 0:
+            # Algorithm 1, outer step: sample fresh {z(1), ..., z(m)} ~ p_g(z) and update G by descending
+            # ∇θg 1/m Σ log(1 − D(G(z(i))))  (minimax), or ascending log D(G(z(i))) (non_saturating, Sec. 3).
+            self.toggle_optimizer(opt_g)  # only G's parameters require grad: D gets no gradient
+            loss_g = self.g_loss_fn(self.D(self.G(self.sample_z(m, gen))))
+            self._check_finite("loss/g", loss_g)
+            self._step(opt_g, loss_g, self.G)
+            self.untoggle_optimizer(opt_g)
+            stats["loss/g"] = loss_g.detach()
+            self.epoch_loss_g.update(stats["loss/g"])
+
+        self.log_dict(stats, prog_bar=True, on_step=True, on_epoch=False)
+        self.epoch_loss_d.update(stats["loss/d"])
+        self.epoch_d_real.update(d_real)
+        self.epoch_d_fake.update(d_fake)
+
+    def on_train_epoch_end(self) -> None:
+        # Epoch means over all steps and all ranks (torchmetrics syncs them).
+        for name, metric in (
+            ("loss/d_epoch", self.epoch_loss_d),
+            ("loss/g_epoch", self.epoch_loss_g),
+            ("d/real_epoch", self.epoch_d_real),
+            ("d/fake_epoch", self.epoch_d_fake),
+        ):
+            if metric.update_called:
+                self.log(name, metric.compute(), sync_dist=False)
+            metric.reset()
+        self.log_image_grid()
+
+    @rank_zero_only
+    def log_image_grid(self, tag: str = "samples") -> None:
+        """The fixed-noise grid, against the epoch (global_step shifts with k), to TensorBoard."""
+        logger = next((lg for lg in self.loggers if isinstance(lg, TensorBoardLogger)), None)
+        if logger is None:
+            return
+        was_training = self.G.training
+        self.G.eval()
+        with torch.no_grad():
+            images = self.to_uint8(self.G(self.fixed_z.to(self.device)))
+        self.G.train(was_training)
+        grid = torchvision.utils.make_grid(images.cpu(), nrow=self.hparams.grid_size, padding=2)
+        logger.experiment.add_image(tag, grid, global_step=self.current_epoch)
+
+    # --- validation / test: D on held-out real images and on fresh samples --------------------------------
+
+    def _eval_step(self, batch: Any, stage: str) -> None:
+        x = self.to_model_range(self._images(batch))
+        fake = self.G(self.sample_z(x.shape[0]))
+        real_logits, fake_logits = self.D(x), self.D(fake)
+        self.log_dict(
+            {
+                f"{stage}/loss_d": d_loss(real_logits, fake_logits),
+                f"{stage}/d_real": torch.sigmoid(real_logits.float()).mean(),
+                f"{stage}/d_fake": torch.sigmoid(fake_logits.float()).mean(),
+            },
+            on_epoch=True,
+            sync_dist=True,
+            batch_size=x.shape[0],
+        )
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """``batch`` is a tensor of sample indices; returns that many uint8 samples (N, C, H, W)."""
+        return self.sample(len(self._images(batch)))
