@@ -12,11 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from datamodule import ImageDataModule
 from gan_module import GAN
 
 # Manual optimization updates D and G in turn, so each backward leaves the other network's parameters
@@ -58,7 +58,7 @@ class GANCLI(LightningCLI):
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("auto_configure_optimizers", False)  # the model builds its two optimizers
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})  # a resume rewrites its run's config
-        super().__init__(GAN, ImageDataModule, *args, **kwargs)
+        super().__init__(GAN, L.LightningDataModule, *args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")

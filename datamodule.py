@@ -150,7 +150,7 @@ class ImageDataModule(L.LightningDataModule):
                 self.train_images = train
         if self.test_images is None:
             self.test_images = self._load(train=False)
-        if self.val_images is None and stage in ("fit", "validate"):
+        if self.val_images is None:
             if self.val_size:
                 self.val_images = self._load(train=True)[-self.val_size :]
             else:

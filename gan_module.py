@@ -224,14 +224,22 @@ class GAN(L.LightningModule):
         lo, hi = self.value_range
         return ((x.float() - lo) * (255.0 / (hi - lo))).round_().clamp_(0, 255).to(torch.uint8)
 
+    @property
+    def is_image(self) -> bool:
+        return len(self.image_shape) == 3
+
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n samples of G in eval mode, as uint8 images (N, C, H, W)."""
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        """G(z) in eval mode, in data space: uint8 images (N, C, H, W) for image data, floats otherwise."""
         was_training = self.G.training
         self.G.eval()
-        out = self.to_uint8(self.G(self.sample_z(n, generator)))
+        out = self.G(z.to(self.device))
         self.G.train(was_training)
-        return out
+        return self.to_uint8(out) if self.is_image else out.float()
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n fresh samples of G (see ``generate``), z ~ p_z."""
+        return self.generate(self.sample_z(n, generator))
 
     # --- Algorithm 1 --------------------------------------------------------------------------------------
 
@@ -313,13 +321,9 @@ class GAN(L.LightningModule):
     def log_image_grid(self, tag: str = "samples") -> None:
         """The fixed-noise grid, against the epoch (global_step shifts with k), to TensorBoard."""
         logger = next((lg for lg in self.loggers if isinstance(lg, TensorBoardLogger)), None)
-        if logger is None:
+        if logger is None or not self.is_image:
             return
-        was_training = self.G.training
-        self.G.eval()
-        with torch.no_grad():
-            images = self.to_uint8(self.G(self.fixed_z.to(self.device)))
-        self.G.train(was_training)
+        images = self.generate(self.fixed_z)
         grid = torchvision.utils.make_grid(images.cpu(), nrow=self.hparams.grid_size, padding=2)
         logger.experiment.add_image(tag, grid, global_step=self.current_epoch)
 
