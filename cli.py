@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from datamodule import DataError
 from gan_module import GAN
 
 # Manual optimization updates D and G in turn, so each backward leaves the other network's parameters
@@ -53,6 +54,10 @@ def _logger_dir(logger: Any) -> Path | None:
     return Path(str(init.get("save_dir") or ".")) / str(init.get("name") or "lightning_logs")
 
 
+class ConfigError(ValueError):
+    """An option's value is not allowed; raised before anything is trained."""
+
+
 class GANCLI(LightningCLI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("subclass_mode_data", True)
@@ -80,6 +85,14 @@ class GANCLI(LightningCLI):
             parser.link_arguments("data.image_shape", target, apply_on="instantiate")
         parser.link_arguments("model.latent_dim", "model.generator.init_args.latent_dim", apply_on="parse")
 
+    def instantiate_classes(self) -> None:
+        # A bad value that only the constructors can judge (k < 1, a learning rate <= 0, a generator whose
+        # output does not fit the data) is a configuration error, reported like jsonargparse's own.
+        try:
+            super().instantiate_classes()
+        except (ValueError, TypeError) as err:
+            raise ConfigError(str(err)) from err
+
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         self._choose_strategy(cfg)
@@ -92,7 +105,7 @@ class GANCLI(LightningCLI):
             return  # a Strategy object given by class_path: the user's choice
         processes = _num_devices(trainer.devices, trainer.accelerator) * int(trainer.num_nodes or 1)
         if strategy in _PLAIN_DDP:
-            raise ValueError(
+            raise ConfigError(
                 f"trainer.strategy={strategy!r} fails with the GAN's manual optimization (each backward leaves one "
                 f"network's parameters unused). Use {DDP_STRATEGY!r} (chosen automatically for "
                 "--trainer.devices > 1 when trainer.strategy is 'auto')."
@@ -108,7 +121,7 @@ class GANCLI(LightningCLI):
             return  # not our logger layout: leave "last" to Lightning
         found = sorted(run_dir.glob("version_*/checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime)
         if not found:
-            raise ValueError(
+            raise ConfigError(
                 f"--ckpt_path last: no last.ckpt under {run_dir}/version_*/checkpoints; train first "
                 "(python cli.py fit ...) or give the checkpoint's path"
             )
@@ -121,7 +134,12 @@ class GANCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> GANCLI:
-    return GANCLI(args=args)
+    """Run the CLI; errors the user can fix end the run with one line, not a traceback."""
+    try:
+        return GANCLI(args=args)
+    except (ConfigError, DataError, FloatingPointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -19,6 +19,10 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader, Dataset
 
 
+class DataError(RuntimeError):
+    """The data set is missing (and could not be downloaded) or does not fit the options."""
+
+
 class UInt8Images(Dataset):
     """An in-memory uint8 image tensor (N, C, H, W). ``__getitems__`` fetches a whole batch with one index."""
 
@@ -115,7 +119,12 @@ class ImageDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     def _missing_message(self) -> str:
+        """Where the data set was looked for (completed by "and the download failed ...")."""
         return f"{self.name} was not found in {self.data_dir}"
+
+    def _offline_hint(self) -> str:
+        """How to place the data set by hand on a machine without network."""
+        return f"Place the data set in {self.data_dir} or point --data.data_dir at it."
 
     # --- LightningDataModule --------------------------------------------------------------------------------
 
@@ -133,7 +142,7 @@ class ImageDataModule(L.LightningDataModule):
                 error = err
         if not self._is_present():
             reason = f"the download failed ({type(error).__name__}: {error})" if error else "data.download is false"
-            raise RuntimeError(f"{self._missing_message()} and {reason}.")
+            raise DataError(f"{self._missing_message()} and {reason}. {self._offline_hint()}")
 
     def setup(self, stage: str) -> None:
         if stage == "predict":
@@ -141,9 +150,7 @@ class ImageDataModule(L.LightningDataModule):
         if self.train_images is None and stage == "fit":
             train = self._load(train=True)
             if self.val_size >= len(train):
-                raise ValueError(
-                    f"data.val_size={self.val_size} leaves no training images (the split has {len(train)})"
-                )
+                raise DataError(f"data.val_size={self.val_size} leaves no training images (the split has {len(train)})")
             if self.val_size:
                 self.train_images, self.val_images = train[: -self.val_size], train[-self.val_size :]
             else:
@@ -156,7 +163,7 @@ class ImageDataModule(L.LightningDataModule):
             else:
                 self.val_images = self.test_images
         if stage == "fit" and len(self.train_images) < self.batch_size:
-            raise ValueError(
+            raise DataError(
                 f"data.batch_size={self.batch_size} is larger than the {len(self.train_images)} training images"
             )
 
@@ -244,11 +251,13 @@ class CIFAR10DataModule(ImageDataModule):
         self._dataset_class()(str(self.data_dir), train=True, download=True)
 
     def _missing_message(self) -> str:
+        return f"CIFAR-10 was not found in {self.data_dir / 'cifar-10-batches-py'} (or failed its md5 check)"
+
+    def _offline_hint(self) -> str:
         return (
-            f"CIFAR-10 was not found in {self.data_dir / 'cifar-10-batches-py'} (or failed its md5 check). "
-            f"Download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz on a machine with network and "
-            f"extract it into {self.data_dir} (tar -xzf cifar-10-python.tar.gz -C {self.data_dir}), "
-            f"or point --data.data_dir at the folder that holds cifar-10-batches-py,"
+            "To train offline, download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz on a machine "
+            f"with network and extract it there: tar -xzf cifar-10-python.tar.gz -C {self.data_dir} "
+            "(or point --data.data_dir at the folder that holds cifar-10-batches-py)."
         )
 
     def _load(self, train: bool) -> torch.Tensor:

@@ -248,10 +248,15 @@ class GAN(L.LightningModule):
         return batch[0] if isinstance(batch, (list, tuple)) else batch
 
     def _check_finite(self, name: str, loss: torch.Tensor) -> None:
-        # Checked before the optimizer step, so the weights (and every checkpoint) stay finite.
-        if not torch.isfinite(loss.detach()).all():
+        # Checked before the optimizer step, so the weights (and every checkpoint) stay finite. All ranks
+        # decide together: a rank that stopped alone would leave the others waiting in the gradient all-reduce.
+        bad = not bool(torch.isfinite(loss.detach()).all())
+        if self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
             raise FloatingPointError(
-                f"{name} became {loss.detach().float().item()} at global step {self.global_step} (D update "
+                f"{name} became {loss.detach().float().item()} on rank {self.global_rank} (or another rank) "
+                f"at global step {self.global_step} (D update "
                 f"{self.d_updates + 1}, epoch {self.current_epoch}); training stopped before the step, the last "
                 "saved checkpoint (last.ckpt) is unchanged. Lower the learning rates or set model.grad_clip_norm."
             )
@@ -262,6 +267,7 @@ class GAN(L.LightningModule):
         if self.grad_clip_norm is not None:
             self.clip_gradients(opt, gradient_clip_val=self.grad_clip_norm, gradient_clip_algorithm="norm")
         opt.step()
+        opt.zero_grad(set_to_none=True)  # no gradient of this network outlives its own update
         # A forward later in this training_step must see the new weights, not autocast's cached casts of the
         # old ones (Lightning runs the whole step in one autocast context).
         torch.clear_autocast_cache()
