@@ -83,6 +83,15 @@ def _check_optimizer(name: str, factory: OptimizerCallable) -> None:
             raise ValueError(f"model.{name}: the learning rate must be a number > 0, got {group.get('lr')}")
 
 
+def _from_cli() -> bool:
+    """Whether LightningCLI is instantiating this module (it hands the config over as hyperparameters)."""
+    try:
+        from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+    except ImportError:  # a Lightning without it: keep the modules out of the hyperparameters
+        return False
+    return _given_hyperparameters.get() is not None
+
+
 class GAN(L.LightningModule):
     """G and D trained by Algorithm 1 of Goodfellow et al. (2014).
 
@@ -131,7 +140,9 @@ class GAN(L.LightningModule):
             raise ValueError(f"model.grad_clip_norm must be > 0 or null, got {grad_clip_norm}")
         _check_optimizer("g_optimizer", g_optimizer)
         _check_optimizer("d_optimizer", d_optimizer)
-        self.save_hyperparameters()
+        # Through the CLI, Lightning saves the networks' config (class_path + init_args), which is what
+        # load_from_checkpoint needs; built in Python, the modules themselves are already in the state dict.
+        self.save_hyperparameters(ignore=None if _from_cli() else ["generator", "discriminator"])
         self.automatic_optimization = False  # Algorithm 1 alternates two optimizers by hand
 
         self.G = generator
@@ -256,9 +267,9 @@ class GAN(L.LightningModule):
         if bad:
             raise FloatingPointError(
                 f"{name} became {loss.detach().float().item()} on rank {self.global_rank} (or another rank) "
-                f"at global step {self.global_step} (D update "
-                f"{self.d_updates + 1}, epoch {self.current_epoch}); training stopped before the step, the last "
-                "saved checkpoint (last.ckpt) is unchanged. Lower the learning rates or set model.grad_clip_norm."
+                f"at global step {self.global_step} (epoch {self.current_epoch}, after {self.d_updates} D updates); "
+                "training stopped before this update, so the weights and the last saved checkpoint (last.ckpt) "
+                "are the last good ones. Lower the learning rates or set model.grad_clip_norm."
             )
 
     def _step(self, opt: Any, loss: torch.Tensor, network: nn.Module) -> None:

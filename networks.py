@@ -96,6 +96,8 @@ class MLPGenerator(nn.Module):
             layers.append(nn.ReLU(inplace=True))
         layers += [nn.Linear(widths[-1], math.prod(self.image_shape)), _out_activation(out_activation)]
         self.net = nn.Sequential(*layers)
+        # The range of G's images: the GAN module scales the real data to it.
+        self.value_range = (-1.0, 1.0) if out_activation == "tanh" else (0.0, 1.0)
         init_weights(self, init)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,255 @@
+import math
+from functools import partial
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.plugins.precision import MixedPrecision
+from torch import nn
+from torch.utils.data import DataLoader
+
+from datamodule import UInt8Images, _identity
+from gan_module import GAN, GANAdam, d_loss, g_loss_minimax, g_loss_non_saturating
+from networks import MLPDiscriminator, MLPGenerator
+
+SHAPE = (1, 4, 4)
+
+
+def tiny_gan(**kwargs) -> GAN:
+    latent = kwargs.pop("latent_dim", 8)
+    g = kwargs.pop("generator", None) or MLPGenerator(max(latent, 1), SHAPE, hidden_dims=(16, 16))
+    d = kwargs.pop("discriminator", None) or MLPDiscriminator(SHAPE, hidden_dims=(16,))
+    return GAN(g, d, latent_dim=latent, image_shape=SHAPE, **kwargs)
+
+
+def loader(n: int = 64, batch_size: int = 8, seed: int = 0) -> DataLoader:
+    images = torch.randint(0, 256, (n, *SHAPE), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+    return DataLoader(UInt8Images(images), batch_size=batch_size, shuffle=True, drop_last=True, collate_fn=_identity)
+
+
+def trainer(tmp_path, **kwargs) -> L.Trainer:
+    defaults = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    return L.Trainer(**{**defaults, **kwargs})
+
+
+# --- losses -------------------------------------------------------------------------------------------------
+
+
+def test_losses_equal_hand_computed_binary_cross_entropy():
+    real, fake = torch.tensor([[2.0], [-1.0]]), torch.tensor([[0.5], [-3.0]])
+    sig = lambda t: 1 / (1 + math.exp(-t))  # noqa: E731
+    # D ascends log D(x) + log(1 − D(G(z))): its loss is the negation, averaged over the minibatch.
+    expected_d = -(math.log(sig(2.0)) + math.log(sig(-1.0))) / 2 - (math.log(1 - sig(0.5)) + math.log(1 - sig(-3))) / 2
+    expected_minimax = (math.log(1 - sig(0.5)) + math.log(1 - sig(-3.0))) / 2
+    expected_ns = -(math.log(sig(0.5)) + math.log(sig(-3.0))) / 2
+    assert d_loss(real, fake).item() == pytest.approx(expected_d, rel=1e-6)
+    assert g_loss_minimax(fake).item() == pytest.approx(expected_minimax, rel=1e-6)
+    assert g_loss_non_saturating(fake).item() == pytest.approx(expected_ns, rel=1e-6)
+
+
+@pytest.mark.parametrize("loss", [g_loss_minimax, g_loss_non_saturating])
+def test_generator_losses_push_d_of_g_of_z_up(loss):
+    # Descending either G loss must raise D(G(z)): the gradient w.r.t. the logit is negative.
+    logits = torch.tensor([[-4.0], [0.0], [3.0]], requires_grad=True)
+    loss(logits).backward()
+    assert (logits.grad < 0).all()
+
+
+def test_minimax_saturates_where_non_saturating_does_not():
+    # Sec. 3 of the paper: early on D rejects samples confidently and log(1 − D(G(z))) saturates.
+    grads = {}
+    for name, loss in (("minimax", g_loss_minimax), ("ns", g_loss_non_saturating)):
+        logit = torch.tensor([[-10.0]], requires_grad=True)
+        loss(logit).backward()
+        grads[name] = logit.grad.abs().item()
+    assert grads["minimax"] < 1e-3 < 0.99 < grads["ns"]
+
+
+# --- Algorithm 1 --------------------------------------------------------------------------------------------
+
+
+class Recording(GAN):
+    """Records, for every optimizer step, which network stepped and whether the other one held gradients."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.events: list[tuple[str, bool]] = []
+        self.z_drawn: list[torch.Tensor] = []
+        self.real_seen: list[torch.Tensor] = []
+
+    def _step(self, opt, loss, network):
+        name = "D" if network is self.D else "G"
+        other = self.G if name == "D" else self.D
+        super()._step(opt, loss, network)
+        # Gradients of the other network at the moment of this update (must be none: toggling).
+        self.events.append((name, any(p.grad is not None for p in other.parameters())))
+
+    def sample_z(self, n, generator=None):
+        z = super().sample_z(n, generator)
+        self.z_drawn.append(z.clone())
+        return z
+
+    def training_step(self, batch, batch_idx):
+        self.real_seen.append(batch.clone())
+        return super().training_step(batch, batch_idx)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_k_discriminator_updates_per_generator_update(tmp_path, k):
+    g, d = MLPGenerator(8, SHAPE, hidden_dims=(16, 16)), MLPDiscriminator(SHAPE, hidden_dims=(16,))
+    model = Recording(g, d, latent_dim=8, image_shape=SHAPE, k=k)
+    n = 6
+    trainer(tmp_path, max_epochs=1, limit_train_batches=n).fit(model, loader())
+    names = [e[0] for e in model.events]
+    assert names.count("D") == n and names.count("G") == n // k
+    # The order of Algorithm 1: k D updates, then one G update.
+    assert names == (["D"] * k + ["G"]) * (n // k)
+    # Lightning's global_step counts every optimizer step.
+    assert model.global_step == n + n // k
+    assert model.d_updates == n
+    # Toggling: no update ever ran while the other network held gradients.
+    assert not any(held for _, held in model.events)
+    # Adam's own step counters agree.
+    opt_d, opt_g = model.optimizers()
+    d_steps = {int(s["step"]) for s in opt_d.optimizer.state.values()}
+    g_steps = {int(s["step"]) for s in opt_g.optimizer.state.values()}
+    assert d_steps == {n} and g_steps == {n // k}
+
+
+def test_every_update_draws_fresh_noise_and_every_d_update_its_own_batch(tmp_path):
+    g, d = MLPGenerator(8, SHAPE, hidden_dims=(16, 16)), MLPDiscriminator(SHAPE, hidden_dims=(16,))
+    model = Recording(g, d, latent_dim=8, image_shape=SHAPE, k=2)
+    trainer(tmp_path, max_epochs=1, limit_train_batches=4).fit(model, loader())
+    # 4 D updates (4 noise draws) and 2 G updates (2 draws): 6 distinct z batches.
+    assert len(model.z_drawn) == 6
+    flat = torch.stack([z.flatten() for z in model.z_drawn])
+    assert torch.cdist(flat, flat).add(torch.eye(6) * 1e9).min() > 1.0
+    batches = torch.stack([b.flatten().float() for b in model.real_seen])
+    assert len(batches) == 4 and torch.cdist(batches, batches).add(torch.eye(4) * 1e9).min() > 0
+
+
+def test_noise_stream_depends_on_seed_rank_and_step_only():
+    a, b = tiny_gan(noise_seed=7), tiny_gan(noise_seed=7)
+    a.setup("fit"), b.setup("fit")
+    za = a.sample_z(4, a._step_noise_generator())
+    zb = b.sample_z(4, b._step_noise_generator())
+    assert torch.equal(za, zb)  # same seed, rank and step: a resumed run continues the same stream
+    b.d_updates = 1
+    assert not torch.equal(za, b.sample_z(4, b._step_noise_generator()))
+
+
+def test_fixed_noise_is_saved_in_the_checkpoint():
+    a = tiny_gan(noise_seed=3)
+    assert "fixed_z" in a.state_dict() and a.fixed_z.shape == (64, 8)
+    b = tiny_gan(noise_seed=4)
+    assert not torch.equal(a.fixed_z, b.fixed_z)
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(a.fixed_z, b.fixed_z)
+
+
+def test_uniform_prior_and_scaling_round_trip():
+    model = tiny_gan(prior="uniform")
+    z = model.sample_z(1000)
+    assert z.min() >= -1 and z.max() <= 1 and z.abs().mean() > 0.4
+    x = torch.arange(256, dtype=torch.uint8).view(16, 1, 4, 4)
+    scaled = model.to_model_range(x)
+    assert scaled.min() == -1 and scaled.max() == 1
+    assert torch.equal(model.to_uint8(scaled), x)
+
+
+class CachedAutocast(MixedPrecision):
+    """bf16 autocast with the weight cache ON (Lightning <= 2.5 and its main branch turn it on)."""
+
+    def autocast_context_manager(self):
+        return torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=True)
+
+
+class FreshnessCheckingD(nn.Module):
+    """A linear D that compares its autocast output with a fresh bf16 computation from its current weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(math.prod(SHAPE), 1)
+        self.max_error = 0.0
+
+    def forward(self, x):
+        x = x.flatten(1)
+        out = self.lin(x)
+        if torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                ref = torch.nn.functional.linear(
+                    x.bfloat16(), self.lin.weight.detach().bfloat16(), self.lin.bias.detach().bfloat16()
+                )
+            self.max_error = max(self.max_error, (out.float() - ref.float()).abs().max().item())
+        return out
+
+
+def test_bf16_autocast_never_uses_stale_weights(tmp_path):
+    # Large SGD steps make a stale cast obvious; the check runs inside Lightning's one-autocast-per-step.
+    d = FreshnessCheckingD()
+    model = tiny_gan(
+        discriminator=d,
+        k=2,
+        d_optimizer=partial(torch.optim.SGD, lr=5.0),
+        g_optimizer=partial(torch.optim.SGD, lr=5.0),
+    )
+    trainer(tmp_path, max_epochs=1, limit_train_batches=6, plugins=[CachedAutocast("bf16-mixed", "cpu")]).fit(
+        model, loader()
+    )
+    assert model.d_updates == 6
+    assert d.max_error < 0.05
+
+
+# --- bad input ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"k": 0}, "model.k must be an integer >= 1"),
+        ({"latent_dim": 0}, "model.latent_dim must be an integer >= 1"),
+        ({"loss": "wasserstein"}, "model.loss must be one of"),
+        ({"g_optimizer": partial(GANAdam, lr=0.0)}, "model.g_optimizer: the learning rate must be a number > 0"),
+        ({"d_optimizer": partial(GANAdam, lr=-1.0)}, "model.d_optimizer"),
+        ({"grad_clip_norm": 0.0}, "model.grad_clip_norm"),
+    ],
+)
+def test_bad_arguments_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_gan(**kwargs)
+
+
+def test_generator_that_does_not_fit_the_data_is_refused():
+    g = MLPGenerator(8, (3, 32, 32), hidden_dims=(16,))
+    with pytest.raises(ValueError, match=r"makes images of shape \(3, 32, 32\).*shape \(1, 4, 4\)"):
+        tiny_gan(generator=g)
+    d = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    with pytest.raises(ValueError, match="one logit per image"):
+        tiny_gan(discriminator=d)
+
+
+class NaNAfter(MLPDiscriminator):
+    def __init__(self, after: int):
+        super().__init__(SHAPE, hidden_dims=(16,))
+        self.calls, self.after = 0, after
+
+    def forward(self, x):
+        self.calls += self.training
+        out = super().forward(x)
+        return out * float("nan") if self.training and self.calls > self.after else out
+
+
+def test_non_finite_loss_stops_before_the_step_and_names_it(tmp_path):
+    # At k = 1, D runs 3× per training step (real and fake for D's update, fake for G's); global_step counts 2.
+    model = tiny_gan(discriminator=NaNAfter(after=9))  # the 10th call: D's update in the 4th training step
+    with pytest.raises(FloatingPointError, match=r"loss/d became nan .* at global step 6 \(epoch 0, after 3 D upd"):
+        trainer(tmp_path, max_epochs=1, limit_train_batches=6).fit(model, loader())
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # the bad update was never applied
