@@ -95,8 +95,23 @@ class GANCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
+        self._refuse_automatic_only_options(cfg)
         self._choose_strategy(cfg)
         self._resolve_last_checkpoint(cfg)
+
+    @staticmethod
+    def _refuse_automatic_only_options(cfg: Any) -> None:
+        trainer = cfg.trainer
+        if trainer.gradient_clip_val:
+            raise ConfigError(
+                "trainer.gradient_clip_val works only with automatic optimization; this GAN clips each network's "
+                "gradients itself: use --model.grad_clip_norm instead"
+            )
+        if trainer.accumulate_grad_batches not in (None, 1):
+            raise ConfigError(
+                "trainer.accumulate_grad_batches must be 1: Algorithm 1 updates D on every minibatch (a larger "
+                "--data.batch_size gives the same effect)"
+            )
 
     def _choose_strategy(self, cfg: Any) -> None:
         trainer = cfg.trainer

@@ -134,6 +134,8 @@ def test_two_processes_keep_equal_weights_and_draw_different_noise(cifar_dir, tm
         (["--model.loss", "hinge"], "model.loss"),
         (["--model.kk", "2"], "unrecognized arguments: --model.kk"),
         (["--trainer.strategy", "ddp"], "trainer.strategy='ddp' fails with the GAN's manual optimization"),
+        (["--trainer.gradient_clip_val", "1"], "use --model.grad_clip_norm instead"),
+        (["--trainer.accumulate_grad_batches", "2"], "trainer.accumulate_grad_batches must be 1"),
         (["--model.generator", "tests.probes.FixedShapeGenerator"], "makes images of shape (1, 28, 28)"),
     ],
 )
