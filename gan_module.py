@@ -275,13 +275,17 @@ class GAN(L.LightningModule):
     def _step(self, opt: Any, loss: torch.Tensor, network: nn.Module) -> None:
         opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        if self.grad_clip_norm is not None:
-            self.clip_gradients(opt, gradient_clip_val=self.grad_clip_norm, gradient_clip_algorithm="norm")
-        opt.step()
+        opt.step()  # clipping, if on, happens in on_before_optimizer_step (after AMP's unscaling)
         opt.zero_grad(set_to_none=True)  # no gradient of this network outlives its own update
         # A forward later in this training_step must see the new weights, not autocast's cached casts of the
         # old ones (Lightning runs the whole step in one autocast context).
         torch.clear_autocast_cache()
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Lightning calls this inside opt.step(), after 16-bit AMP has unscaled the gradients: the one place
+        # where clipping sees the true gradient norm.
+        if self.grad_clip_norm is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip_norm, gradient_clip_algorithm="norm")
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         opt_d, opt_g = self.optimizers()

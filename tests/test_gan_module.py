@@ -253,3 +253,26 @@ def test_non_finite_loss_stops_before_the_step_and_names_it(tmp_path):
     with pytest.raises(FloatingPointError, match=r"loss/d became nan .* at global step 6 \(epoch 0, after 3 D upd"):
         trainer(tmp_path, max_epochs=1, limit_train_batches=6).fit(model, loader())
     assert all(torch.isfinite(p).all() for p in model.parameters())  # the bad update was never applied
+
+
+class ClipRecording(GAN):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.norms: list[float] = []
+
+    def on_before_optimizer_step(self, optimizer):
+        super().on_before_optimizer_step(optimizer)
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        self.norms.append(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item())
+
+
+@pytest.mark.parametrize("clip", [None, 1e-3])
+def test_grad_clip_norm_clips_each_update(tmp_path, clip):
+    g, d = MLPGenerator(8, SHAPE, hidden_dims=(16, 16)), MLPDiscriminator(SHAPE, hidden_dims=(16,))
+    model = ClipRecording(g, d, latent_dim=8, image_shape=SHAPE, grad_clip_norm=clip)
+    trainer(tmp_path, max_epochs=1, limit_train_batches=3).fit(model, loader())
+    assert len(model.norms) == 6  # 3 D and 3 G updates, each seen just before its step
+    if clip is None:
+        assert max(model.norms) > 1e-2
+    else:
+        assert max(model.norms) <= clip * 1.001
