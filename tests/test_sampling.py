@@ -1,4 +1,5 @@
-"""Sampling without the data set: ``interpolate``, ``SampleWriter`` and ``python cli.py predict`` end to end."""
+"""Sampling without the data set: ``interpolate``, ``SampleWriter`` and ``python cli.py predict`` end to end
+(after a short ``fit`` and a ``test`` with the Parzen-window callback)."""
 
 from __future__ import annotations
 
@@ -91,6 +92,16 @@ def test_predict_writes_the_three_files_without_the_data_set(tmp_path: Path) -> 
         *small,
     )  # fmt: skip
     (checkpoint,) = logs.glob("cifar/version_0/checkpoints/last.ckpt")
+
+    # `test` with the Parzen-window callback added on the command line prints the paper's figure
+    result = run_cli(
+        "test", "--config", "configs/cifar.yaml", "--ckpt_path", str(checkpoint), "--data.data_dir", str(data),
+        "--data.verify_checksums", "false", "--trainer.logger.init_args.save_dir", str(logs),
+        "--trainer.accelerator", "cpu", "--model.ema_decay", "0.9", "--trainer.callbacks+=metrics.ParzenWindow",
+        "--trainer.callbacks.num_samples", "100", "--trainer.callbacks.num_val", "16", *small,
+    )  # fmt: skip
+    for name in ("parzen/ll", "parzen/ll_se", "parzen/sigma"):
+        assert name in result.stdout
     assert any(k.startswith("G_ema.") for k in torch.load(checkpoint, weights_only=False)["state_dict"])
     shutil.rmtree(data)  # predict must need neither the data set nor its download
 
