@@ -4,6 +4,7 @@ A thin ``LightningCLI``: it links the data's image shape into the model and both
 ``latent_dim`` into G (so neither is typed twice), adds a checkpoint callback that keeps ``last.ckpt``,
 logs to TensorBoard under ``lightning_logs/``, picks a DDP strategy that works with manual optimization
 when more than one process is asked for, and resolves ``--ckpt_path last`` to the newest run's last.ckpt.
+It also adds the writer of ``predict``'s samples (``--sampler.*``, see sampling.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from datamodule import DataError
 from gan_module import GAN
+from sampling import SampleWriter
 
 # Manual optimization updates D and G in turn, so each backward leaves the other network's parameters
 # unused; plain DDP then fails on the first backward (Lightning issues #20328, #20866). This strategy lets
@@ -67,6 +69,8 @@ class GANCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        # predict writes samples.npz / samples.png / interpolation.png into --sampler.output_dir (sampling.py)
+        parser.add_lightning_class_args(SampleWriter, "sampler")
         parser.set_defaults(
             {
                 "checkpoint.save_last": True,  # last.ckpt, what --ckpt_path last resumes from

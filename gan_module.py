@@ -23,8 +23,9 @@ import torch.nn.functional as F
 import torchvision
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric
 
 Loss = Literal["non_saturating", "minimax"]
@@ -111,6 +112,10 @@ class GAN(L.LightningModule):
             seed (noise_seed, r, step), so ranks draw different z and a resume continues the same stream.
             None takes it from the global seed (``seed_everything``), or a random one without it.
         grid_size: the fixed-noise image grid is grid_size × grid_size samples, logged once per epoch.
+        ema_decay: keep an exponential moving average of G's weights (and BatchNorm statistics), updated
+            after every G update: G_ema ← ema_decay · G_ema + (1 − ema_decay) · G, starting from G after its
+            first update. Samples, grids, predict and the metrics then come from it. In (0, 1), e.g. 0.999;
+            None (the default) turns it off.
     """
 
     def __init__(
@@ -127,6 +132,7 @@ class GAN(L.LightningModule):
         grad_clip_norm: float | None = None,
         noise_seed: int | None = None,
         grid_size: int = 8,
+        ema_decay: float | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("k", k), ("latent_dim", latent_dim), ("grid_size", grid_size)):
@@ -138,6 +144,8 @@ class GAN(L.LightningModule):
             raise ValueError(f"model.prior must be 'normal' or 'uniform', got {prior!r}")
         if grad_clip_norm is not None and not grad_clip_norm > 0:
             raise ValueError(f"model.grad_clip_norm must be > 0 or null, got {grad_clip_norm}")
+        if ema_decay is not None and not 0 < ema_decay < 1:
+            raise ValueError(f"model.ema_decay must be in (0, 1) (e.g. 0.999) or null for off, got {ema_decay}")
         _check_optimizer("g_optimizer", g_optimizer)
         _check_optimizer("d_optimizer", d_optimizer)
         # Through the CLI, Lightning saves the networks' config (class_path + init_args), which is what
@@ -157,6 +165,11 @@ class GAN(L.LightningModule):
         # G's output range: images in the data (uint8) are scaled to it. Tanh → [−1, 1], Sigmoid → [0, 1].
         self.value_range: tuple[float, float] = tuple(getattr(generator, "value_range", (-1.0, 1.0)))
         self._check_shapes()
+        # The EMA of G (torch's AveragedModel; a submodule, so the checkpoint saves and a resume restores it).
+        self.G_ema: AveragedModel | None = None
+        if ema_decay is not None:
+            self.G_ema = AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+            self.G_ema.requires_grad_(False)  # updated by averaging, never by gradients (nor seen by DDP)
 
         # The fixed noise of the image grid: a buffer, so it is saved in the checkpoint and a resumed run
         # keeps drawing the same grid.
@@ -205,6 +218,20 @@ class GAN(L.LightningModule):
         state = checkpoint.get("gan", {})
         self.d_updates = int(state.get("d_updates", 0))
         self.noise_seed = state.get("noise_seed", self.noise_seed)
+        self._match_ema_state(checkpoint.get("state_dict", {}))
+
+    def _match_ema_state(self, state_dict: dict[str, Any]) -> None:
+        """Let checkpoints with and without an EMA of G load into a model with and without one."""
+        has_ema = any(key.startswith("G_ema.") for key in state_dict)
+        if self.G_ema is not None and not has_ema:
+            # Trained without EMA: the average starts from the checkpoint's G (n_averaged 0: the next update copies).
+            for key in [k for k in state_dict if k.startswith("G.")]:
+                state_dict["G_ema.module." + key[2:]] = state_dict[key].clone()
+            state_dict["G_ema.n_averaged"] = torch.tensor(0, dtype=torch.long)
+        elif self.G_ema is None and has_ema:
+            for key in [k for k in state_dict if k.startswith("G_ema.")]:
+                del state_dict[key]
+            rank_zero_warn("The checkpoint holds an EMA of G, unused here: set --model.ema_decay to use it.")
 
     # --- noise and samples --------------------------------------------------------------------------------
 
@@ -240,13 +267,23 @@ class GAN(L.LightningModule):
         return len(self.image_shape) == 3
 
     @torch.no_grad()
-    def generate(self, z: torch.Tensor) -> torch.Tensor:
-        """G(z) in eval mode, in data space: uint8 images (N, C, H, W) for image data, floats otherwise."""
-        was_training = self.G.training
-        self.G.eval()
-        out = self.G(z.to(self.device))
-        self.G.train(was_training)
-        return self.to_uint8(out) if self.is_image else out.float()
+    def generate(self, z: torch.Tensor, quantize: bool = True) -> torch.Tensor:
+        """G(z) in eval mode, in data space: uint8 images (N, C, H, W) for image data, floats otherwise.
+
+        G is the EMA of G when ``model.ema_decay`` is set. ``quantize=False`` returns images as floats in
+        [0, 1] instead (G's output rescaled, not rounded to 8 bits).
+        """
+        G = self.G if self.G_ema is None else self.G_ema.module
+        was_training = G.training
+        G.eval()
+        out = G(z.to(self.device))
+        G.train(was_training)
+        if not self.is_image:
+            return out.float()
+        if quantize:
+            return self.to_uint8(out)
+        lo, hi = self.value_range
+        return ((out.float() - lo) / (hi - lo)).clamp_(0, 1)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n fresh samples of G (see ``generate``), z ~ p_z."""
@@ -317,6 +354,8 @@ class GAN(L.LightningModule):
             self._check_finite("loss/g", loss_g)
             self._step(opt_g, loss_g, self.G)
             self.untoggle_optimizer(opt_g)
+            if self.G_ema is not None:
+                self.G_ema.update_parameters(self.G)  # the EMA of G follows every G update
             stats["loss/g"] = loss_g.detach()
             self.epoch_loss_g.update(stats["loss/g"])
 

@@ -1,0 +1,400 @@
+"""Evaluation metrics as Lightning callbacks: the paper's Parzen-window log-likelihood and FID / IS / KID.
+
+Enable them in a config's ``trainer.callbacks`` (or ``--trainer.callbacks+=metrics.ParzenWindow``); they run
+at the end of ``validate`` / ``test`` (and of each validation during ``fit``), draw samples from G (its EMA
+when ``model.ema_decay`` is set), take the real images from ``trainer.datamodule`` (``val_images`` /
+``test_images``, uint8 (N, C, H, W)), compute on global rank zero and log there. The math lives in plain
+functions (``parzen_log_likelihood``, ``select_sigma``) that the tests check against independent answers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
+
+# --- Parzen-window log-likelihood (Sec. 5 and Table 1 of the paper; the authors' parzen_ll.py) ---------------
+
+DEFAULT_SIGMAS: tuple[float, ...] = tuple(torch.logspace(-1, 0, 10, dtype=torch.float64).tolist())
+
+
+def _parzen_ll_multi(
+    samples: torch.Tensor, data: torch.Tensor, sigmas: Sequence[float], batch_size: int
+) -> torch.Tensor:
+    """Log-likelihood of every row of ``data`` under the Parzen window on ``samples``, for every sigma: (N, S).
+
+    Batched over ``data``: memory is O(batch_size × len(samples)), whatever the number of data points. The
+    squared distances of a batch are computed once (as |x|² − 2 x·μ + |μ|², in float64 so the cancellation
+    stays harmless) and reused for all sigmas.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    mu = samples.reshape(samples.shape[0], -1).to(torch.float64)
+    m, d = mu.shape
+    if m == 0 or data.shape[0] == 0:
+        raise ValueError("the Parzen window needs at least one sample and one data point")
+    if math.prod(data.shape[1:]) != d:
+        raise ValueError(f"samples have {d} dimensions, data points {math.prod(data.shape[1:])}")
+    sig = torch.as_tensor(list(sigmas), dtype=torch.float64, device=mu.device)
+    if sig.numel() == 0 or not bool((sig > 0).all()):
+        raise ValueError(f"sigmas must be a non-empty list of numbers > 0, got {list(sigmas)}")
+    mu_sq = mu.square().sum(1)
+    # log p(x) = log (1/m) Σ_i N(x; μ_i, σ² I) = logsumexp_i(−|x − μ_i|² / 2σ²) − log m − d log(σ √(2π))
+    log_norm = math.log(m) + d * torch.log(sig * math.sqrt(2 * math.pi))
+    out = []
+    for start in range(0, data.shape[0], batch_size):
+        x = data[start : start + batch_size].reshape(-1, d).to(mu.device, torch.float64)
+        sq = (x.square().sum(1, keepdim=True) - 2 * x @ mu.T + mu_sq).clamp_(min=0)  # (B, m): |x − μ_i|²
+        out.append(torch.stack([torch.logsumexp(sq * (-0.5 / s**2), dim=1) for s in sig], dim=1) - log_norm)
+    return torch.cat(out)
+
+
+def parzen_log_likelihood(
+    samples: torch.Tensor, data: torch.Tensor, sigma: float, batch_size: int = 100
+) -> torch.Tensor:
+    """Per-point log-likelihood (nats) of ``data`` under a Gaussian Parzen window fitted on ``samples``.
+
+    p(x) = 1/m Σ_i N(x; μ_i, σ² I), with μ_1..μ_m the samples, evaluated with log-sum-exp.
+
+    Args:
+        samples: the window's centres (m, ...), e.g. m samples of G; flattened to (m, d).
+        data: the points to score (N, ...), same d.
+        sigma: the kernel's standard deviation (> 0).
+        batch_size: data points scored at once (bounds memory to batch_size × m distances).
+
+    Returns:
+        float64 tensor (N,) of log p(x) in nats, on the samples' device.
+    """
+    return _parzen_ll_multi(samples, data, [sigma], batch_size)[:, 0]
+
+
+def select_sigma(
+    samples: torch.Tensor,
+    val: torch.Tensor,
+    sigmas: Sequence[float] = DEFAULT_SIGMAS,
+    batch_size: int = 100,
+) -> tuple[float, torch.Tensor]:
+    """The sigma whose Parzen window on ``samples`` gives ``val`` the highest mean log-likelihood.
+
+    Args:
+        samples: the window's centres (m, ...).
+        val: validation points (N, ...).
+        sigmas: candidates; the paper's protocol uses ``logspace(-1, 0, 10)`` on pixels in [0, 1].
+        batch_size: validation points scored at once.
+
+    Returns:
+        (the best sigma, the mean validation log-likelihood of every candidate as a float64 tensor (S,)).
+    """
+    means = _parzen_ll_multi(samples, val, sigmas, batch_size).mean(0)
+    return float(list(sigmas)[int(means.argmax())]), means
+
+
+def _check_int(name: str, value: Any, low: int, none_ok: bool = False) -> None:
+    if value is None and none_ok:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}{' or null' if none_ok else ''}, got {value!r}")
+
+
+def _real_images(trainer: L.Trainer, attribute: str, callback: str) -> torch.Tensor:
+    images = getattr(trainer.datamodule, attribute, None)
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        raise RuntimeError(
+            f"{callback} needs real images as trainer.datamodule.{attribute} (a uint8 tensor (N, C, H, W)); "
+            f"{type(trainer.datamodule).__name__} has {type(images).__name__}. Use an image DataModule."
+        )
+    return images
+
+
+def _generate(pl_module: L.LightningModule, n: int, batch_size: int, seed: int | None, **kwargs: Any) -> torch.Tensor:
+    """n samples of G in batches (``pl_module.generate``: the EMA of G when on); a fixed seed draws the same z."""
+    gen = None
+    if seed is not None:
+        gen = torch.Generator(device=pl_module.device).manual_seed(seed)
+    return torch.cat(
+        [pl_module.generate(pl_module.sample_z(min(batch_size, n - i), gen), **kwargs) for i in range(0, n, batch_size)]
+    )
+
+
+class ParzenWindow(L.Callback):
+    """The paper's Parzen-window log-likelihood (Table 1), logged as ``parzen/ll``, ``parzen/ll_se``, ``parzen/sigma``.
+
+    The protocol of the authors' code: fit a Gaussian Parzen window on ``num_samples`` samples of G, pixels in
+    [0, 1]; choose σ among ``sigmas`` by the mean log-likelihood of the first ``num_val`` validation images;
+    report the mean log-likelihood (nats per image) of the evaluated images and its standard error
+    (std / √N, numpy's population std as in their code). ``validate`` (and each validation during ``fit``)
+    evaluates the validation images, ``test`` the test images.
+
+    Args:
+        num_samples: samples of G the window is fitted on (the paper: 10,000).
+        num_val: validation images that choose σ (the authors' code: the first 1,000).
+        sigmas: the candidates for σ; None gives ``logspace(-1, 0, 10)``, the paper's grid.
+        batch_size: images scored at once (memory: batch_size × num_samples distances in float64).
+        num_eval: score only the first num_eval validation / test images (None: all of them).
+        seed: seed of the samples' noise, so successive validations see the same z (None: fresh noise).
+    """
+
+    def __init__(
+        self,
+        num_samples: int = 10000,
+        num_val: int = 1000,
+        sigmas: Sequence[float] | None = None,
+        batch_size: int = 100,
+        num_eval: int | None = None,
+        seed: int | None = 0,
+    ) -> None:
+        _check_int("ParzenWindow.num_samples", num_samples, 1)
+        _check_int("ParzenWindow.num_val", num_val, 1)
+        _check_int("ParzenWindow.batch_size", batch_size, 1)
+        _check_int("ParzenWindow.num_eval", num_eval, 1, none_ok=True)
+        sigmas = DEFAULT_SIGMAS if sigmas is None else tuple(float(s) for s in sigmas)
+        if not sigmas or any(not (s > 0 and math.isfinite(s)) for s in sigmas):
+            raise ValueError(f"ParzenWindow.sigmas must be a non-empty list of numbers > 0, got {list(sigmas)}")
+        self.num_samples, self.num_val, self.sigmas = num_samples, num_val, sigmas
+        self.batch_size, self.num_eval, self.seed = batch_size, num_eval, seed
+
+    def evaluate(self, pl_module: L.LightningModule, val: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+        """The protocol on uint8 images: σ from ``val[:num_val]``, then the log-likelihood of ``target``."""
+        samples = _generate(pl_module, self.num_samples, 1000, self.seed, quantize=False)  # floats in [0, 1]
+        samples = samples.reshape(samples.shape[0], -1)
+        sigma, _ = select_sigma(samples, val[: self.num_val].float() / 255, self.sigmas, self.batch_size)
+        target = target[: self.num_eval] if self.num_eval else target
+        ll = parzen_log_likelihood(samples, target.float() / 255, sigma, self.batch_size)
+        se = ll.std(correction=0) / math.sqrt(ll.numel())
+        return {"parzen/ll": ll.mean().item(), "parzen/ll_se": se.item(), "parzen/sigma": sigma}
+
+    def _run(self, trainer: L.Trainer, pl_module: L.LightningModule, attribute: str) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        val = _real_images(trainer, "val_images", "ParzenWindow")
+        target = val if attribute == "val_images" else _real_images(trainer, attribute, "ParzenWindow")
+        for name, value in self.evaluate(pl_module, val, target).items():
+            pl_module.log(name, value, rank_zero_only=True)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._run(trainer, pl_module, "val_images")
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._run(trainer, pl_module, "test_images")
+
+
+# --- FID, IS and KID through torchmetrics ----------------------------------------------------------------------
+
+
+class _Precomputed(nn.Module):
+    """A torchmetrics "feature extractor" that passes on features extracted already (one Inception pass
+    serves FID, IS and KID)."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+
+class InceptionFeatures(nn.Module):
+    """torchmetrics' FID Inception-v3 (torch-fidelity's port of the TF graph): uint8 (N, 3, H, W) images →
+    (2048 pool features for FID and KID, 1008 unbiased logits for IS), resized to 299 × 299 inside.
+
+    Args:
+        weights_path: the weights file ``weights-inception-2015-12-05-6726825d.pth`` on disk; None downloads it
+            (once, into torch's hub cache, ~/.cache/torch/hub/checkpoints).
+    """
+
+    def __init__(self, weights_path: str | None = None) -> None:
+        super().__init__()
+        try:
+            from torchmetrics.image.fid import NoTrainInceptionV3
+        except ImportError as err:  # pragma: no cover - depends on the installed torchmetrics
+            raise ModuleNotFoundError(f"InceptionMetrics needs torchmetrics' image metrics: {err}") from err
+        try:
+            self.inception = NoTrainInceptionV3(
+                name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=weights_path
+            )
+        except ModuleNotFoundError as err:
+            raise ModuleNotFoundError(
+                "InceptionMetrics needs torch-fidelity for the Inception network: pip install torch-fidelity "
+                '(or pip install -e ".[metrics]"), or give InceptionMetrics.feature_extractor'
+            ) from err
+        except Exception as err:
+            if weights_path is not None:
+                raise
+            raise RuntimeError(
+                f"Could not download the Inception weights ({type(err).__name__}: {err}). On a machine with "
+                "network, fetch https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
+                "weights-inception-2015-12-05-6726825d.pth and pass its path as InceptionMetrics.weights_path "
+                "(or put it in torch's hub cache, ~/.cache/torch/hub/checkpoints/)."
+            ) from err
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pool = self.inception(images)  # (N, 2048)
+        # torch-fidelity's 'logits_unbiased', what torchmetrics' InceptionScore uses: the final layer, no bias
+        return pool, pool @ self.inception.fc.weight.T
+
+
+class InceptionMetrics(L.Callback):
+    """FID, Inception Score and KID of G's samples (torchmetrics), logged as ``fid``, ``is_mean``, ``is_std``,
+    ``kid_mean`` and ``kid_std``.
+
+    ``validate`` (and each validation during ``fit``) compares with the validation images, ``test`` with the
+    test images. The real images' features are extracted once per split and reused (torchmetrics'
+    ``reset_real_features=False``); every evaluation extracts features of ``num_samples`` fresh samples once
+    and feeds all three metrics. 1-channel images are repeated to 3 channels. This costs an Inception-v3
+    pass per image (299 × 299): enable it on a GPU, or with small ``num_samples`` on a CPU.
+
+    Args:
+        num_samples: generated images per evaluation (10,000 is the usual figure; FID is biased upwards for
+            fewer).
+        num_real: real images used (the first num_real of the split; None: all of them).
+        weights_path: the Inception weights file on disk (``weights-inception-2015-12-05-6726825d.pth``), for
+            machines without network; None downloads them once into torch's hub cache.
+        feature_extractor: a module to use instead of Inception: uint8 (N, 3, H, W) → features (N, F) for FID
+            and KID, or a tuple (features, logits) whose logits (N, classes) feed IS (a plain tensor feeds IS
+            too). Scores are then not comparable with published ones.
+        batch_size: images per feature-extractor call.
+        fid: compute FID.
+        inception_score: compute IS.
+        kid: compute KID.
+        is_splits: IS splits (torchmetrics' ``splits``).
+        kid_subsets: KID subsets (torchmetrics' ``subsets``).
+        kid_subset_size: images per KID subset (<= num_samples and <= the real images).
+        seed: seed of the samples' noise, so successive validations see the same z (None: fresh noise).
+    """
+
+    def __init__(
+        self,
+        num_samples: int = 10000,
+        num_real: int | None = None,
+        weights_path: str | None = None,
+        feature_extractor: nn.Module | None = None,
+        batch_size: int = 100,
+        fid: bool = True,
+        inception_score: bool = True,
+        kid: bool = True,
+        is_splits: int = 10,
+        kid_subsets: int = 100,
+        kid_subset_size: int = 1000,
+        seed: int | None = 0,
+    ) -> None:
+        _check_int("InceptionMetrics.num_samples", num_samples, 2)
+        _check_int("InceptionMetrics.num_real", num_real, 2, none_ok=True)
+        _check_int("InceptionMetrics.batch_size", batch_size, 1)
+        _check_int("InceptionMetrics.is_splits", is_splits, 1)
+        _check_int("InceptionMetrics.kid_subsets", kid_subsets, 1)
+        _check_int("InceptionMetrics.kid_subset_size", kid_subset_size, 1)
+        if not (fid or inception_score or kid):
+            raise ValueError("InceptionMetrics: fid, inception_score and kid are all false: nothing to compute")
+        if kid and kid_subset_size > num_samples:
+            raise ValueError(f"InceptionMetrics.kid_subset_size={kid_subset_size} must be <= num_samples={num_samples}")
+        if kid and num_real is not None and kid_subset_size > num_real:
+            raise ValueError(f"InceptionMetrics.kid_subset_size={kid_subset_size} must be <= num_real={num_real}")
+        if inception_score and is_splits > num_samples:
+            raise ValueError(f"InceptionMetrics.is_splits={is_splits} must be <= num_samples={num_samples}")
+        if weights_path is not None and not os.path.isfile(os.path.expanduser(weights_path)):
+            raise ValueError(f"InceptionMetrics.weights_path: no file at {weights_path}")
+        if feature_extractor is not None and weights_path is not None:
+            raise ValueError("InceptionMetrics: give either weights_path (Inception) or feature_extractor, not both")
+        self.num_samples, self.num_real, self.batch_size, self.seed = num_samples, num_real, batch_size, seed
+        self.use = {"fid": fid, "is": inception_score, "kid": kid}
+        self.is_splits, self.kid_subsets, self.kid_subset_size = is_splits, kid_subsets, kid_subset_size
+        # Built before training, so a missing package or missing weights stop the run before it starts.
+        if feature_extractor is None:
+            feature_extractor = InceptionFeatures(os.path.expanduser(weights_path) if weights_path else None)
+        self.extractor = feature_extractor.eval().requires_grad_(False)
+        self._metrics: dict[str, dict[str, Any]] = {}  # per split: the torchmetrics objects, real features in
+
+    @torch.no_grad()
+    def _features(self, images: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features, logits) of uint8 images, in batches; 1 channel is repeated to 3."""
+        self.extractor.to(device)
+        feats, logits = [], []
+        for start in range(0, images.shape[0], self.batch_size):
+            x = images[start : start + self.batch_size].to(device)
+            if x.shape[1] == 1:
+                x = x.expand(-1, 3, -1, -1)
+            out = self.extractor(x)
+            f, lg = out if isinstance(out, (tuple, list)) else (out, out)
+            feats.append(f.reshape(f.shape[0], -1).float())
+            logits.append(lg.reshape(lg.shape[0], -1).float())
+        return torch.cat(feats), torch.cat(logits)
+
+    def _split_metrics(self, split: str, real: torch.Tensor, device: torch.device) -> dict[str, Any]:
+        """The metrics of one split, with its real features added on first use and kept from then on."""
+        if split in self._metrics:
+            return self._metrics[split]
+        from torchmetrics.image.fid import FrechetInceptionDistance
+        from torchmetrics.image.inception import InceptionScore
+        from torchmetrics.image.kid import KernelInceptionDistance
+
+        real = real[: self.num_real] if self.num_real else real
+        if self.use["kid"] and real.shape[0] < self.kid_subset_size:
+            raise ValueError(
+                f"InceptionMetrics.kid_subset_size={self.kid_subset_size} is larger than the {real.shape[0]} "
+                f"real images of the {split} split"
+            )
+        rank_zero_info(f"InceptionMetrics: extracting the features of {real.shape[0]} real {split} images (once)")
+        feats, logits = self._features(real, device)
+        # sync_on_compute=False: only global rank zero computes, the other ranks must not wait in a collective.
+        common = {"sync_on_compute": False}
+        metrics: dict[str, Any] = {}
+        if self.use["fid"]:
+            metrics["fid"] = FrechetInceptionDistance(
+                feature=_Precomputed(feats.shape[1]), reset_real_features=False, **common
+            )
+            metrics["fid"].update(feats, real=True)
+        if self.use["kid"]:
+            metrics["kid"] = KernelInceptionDistance(
+                feature=_Precomputed(feats.shape[1]),
+                subsets=self.kid_subsets,
+                subset_size=self.kid_subset_size,
+                reset_real_features=False,
+                **common,
+            )
+            metrics["kid"].update(feats, real=True)
+        if self.use["is"]:
+            metrics["is"] = InceptionScore(feature=_Precomputed(logits.shape[1]), splits=self.is_splits, **common)
+        for metric in metrics.values():
+            metric.to(device)
+        self._metrics[split] = metrics
+        return metrics
+
+    def evaluate(self, pl_module: L.LightningModule, split: str, real: torch.Tensor) -> dict[str, float]:
+        """FID / IS / KID of ``num_samples`` samples of G against the uint8 images ``real`` of ``split``."""
+        device = pl_module.device
+        metrics = self._split_metrics(split, real, device)
+        for metric in metrics.values():
+            metric.to(device)
+            metric.reset()  # drops the previous samples' features; FID and KID keep the real ones
+        fake = _generate(pl_module, self.num_samples, self.batch_size, self.seed)  # uint8 (N, C, H, W)
+        feats, logits = self._features(fake, device)
+        out: dict[str, float] = {}
+        if "fid" in metrics:
+            metrics["fid"].update(feats, real=False)
+            out["fid"] = metrics["fid"].compute().item()
+        if "is" in metrics:
+            metrics["is"].update(logits)
+            out["is_mean"], out["is_std"] = (v.item() for v in metrics["is"].compute())
+        if "kid" in metrics:
+            metrics["kid"].update(feats, real=False)
+            out["kid_mean"], out["kid_std"] = (v.item() for v in metrics["kid"].compute())
+        return out
+
+    def _run(self, trainer: L.Trainer, pl_module: L.LightningModule, split: str) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        real = _real_images(trainer, f"{split}_images", "InceptionMetrics")
+        for name, value in self.evaluate(pl_module, split, real).items():
+            pl_module.log(name, value, rank_zero_only=True)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._run(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._run(trainer, pl_module, "test")
