@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from fake_data import write_cifar10
 from torch.utils.data import DataLoader
 
 from gan_module import GAN
 from networks import MLPDiscriminator, MLPGenerator
 from sampling import SampleWriter, interpolate
+from tests.fake_data import write_cifar10
 
 ROOT = Path(__file__).resolve().parents[1]
 
