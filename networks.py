@@ -17,6 +17,8 @@ from torch import nn
 
 Init = Literal["default", "normal", "xavier"]
 OutActivation = Literal["tanh", "sigmoid"]
+# G's output range per output activation; the GAN module scales the uint8 data to it (``GAN.to_model_range``).
+VALUE_RANGES: dict[str, tuple[float, float]] = {"tanh": (-1.0, 1.0), "sigmoid": (0.0, 1.0)}
 
 
 def _check_positive(name: str, values: Sequence[int]) -> tuple[int, ...]:
@@ -126,6 +128,261 @@ class MLPDiscriminator(nn.Module):
         for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
             layers += [nn.Linear(w_in, w_out), nn.ReLU(inplace=True)]
         layers.append(nn.Linear(widths[-1], 1))  # a logit: no Sigmoid (see the module docstring)
+        self.net = nn.Sequential(*layers)
+        init_weights(self, init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+# --- The paper's networks (Goodfellow et al. 2014, Sec. 5, and the authors' pylearn2 configs) ---------------
+
+
+def init_uniform(module: nn.Module, irange: float | None) -> None:
+    """pylearn2's initialisation: weights from U(−irange, irange), biases zero (None keeps PyTorch's).
+
+    Args:
+        module: the network; its Linear and (transposed) convolution layers are re-initialised.
+        irange: half-width of the uniform distribution, > 0, or None.
+    """
+    if irange is None:
+        return
+    if not irange > 0:
+        raise ValueError(f"irange must be > 0 or null, got {irange}")
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.uniform_(m.weight, -irange, irange)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+class SigmoidMLPGenerator(nn.Module):
+    """The paper's MNIST G: z (100) → 1200 ReLU → 1200 ReLU → 784 sigmoid, no BatchNorm.
+
+    Sec. 5 of the paper: "The generator nets used a mixture of rectifier linear activations and sigmoid
+    activations"; the sizes, the sigmoid output (pixels in [0, 1]) and ``irange`` 0.05 are those of the
+    authors' ``mnist.yaml`` (github.com/goodfeli/adversarial). Its samples lie in [0, 1], so
+    ``value_range`` is (0, 1) and the data are scaled to [0, 1].
+
+    Args:
+        latent_dim: size of z (100 in the paper).
+        image_shape: (C, H, W) of the images to produce (linked from the data by the CLI).
+        hidden_dims: widths of the ReLU hidden layers.
+        irange: weights from U(−irange, irange), biases zero (pylearn2's init); None keeps PyTorch's default.
+    """
+
+    value_range: tuple[float, float] = VALUE_RANGES["sigmoid"]
+
+    def __init__(
+        self,
+        latent_dim: int = 100,
+        image_shape: Sequence[int] = (1, 28, 28),
+        hidden_dims: Sequence[int] = (1200, 1200),
+        irange: float | None = 0.05,
+    ) -> None:
+        super().__init__()
+        if latent_dim < 1:
+            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
+        self.latent_dim = int(latent_dim)
+        self.image_shape = _check_positive("image_shape", image_shape)
+        widths = (self.latent_dim, *_check_positive("hidden_dims", hidden_dims))
+        layers: list[nn.Module] = []
+        for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
+            layers += [nn.Linear(w_in, w_out), nn.ReLU(inplace=True)]
+        self.out = nn.Linear(widths[-1], math.prod(self.image_shape))
+        self.net = nn.Sequential(*layers, self.out, nn.Sigmoid())
+        init_uniform(self, irange)
+
+    @torch.no_grad()
+    def init_output_bias(self, mean_image: torch.Tensor, eps: float = 1e-3) -> None:
+        """Set the output bias to logit(mean pixel), so that G starts at the data's mean image.
+
+        pylearn2's ``init_sigmoid_bias_from_marginals``, which the authors' ``mnist.yaml`` applies to G's
+        output layer: the per-pixel mean of the training images in [0, 1], clipped to [eps, 1 − eps].
+
+        Args:
+            mean_image: per-pixel mean of the training images in [0, 1], any shape with prod(image_shape) values.
+            eps: clipping of the mean away from 0 and 1.
+        """
+        p = mean_image.detach().reshape(-1).to(self.out.bias).clamp(eps, 1 - eps)
+        self.out.bias.copy_(torch.log(p / (1 - p)))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).view(z.shape[0], *self.image_shape)
+
+
+class Maxout(nn.Module):
+    """A maxout layer (Goodfellow et al. 2013): ``units`` outputs, each the max over ``pieces`` linear pieces.
+
+    Args:
+        in_features: input width.
+        units: output width.
+        pieces: linear pieces per unit.
+    """
+
+    def __init__(self, in_features: int, units: int, pieces: int) -> None:
+        super().__init__()
+        self.units, self.pieces = units, pieces
+        self.linear = nn.Linear(in_features, units * pieces)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x).view(x.shape[0], self.units, self.pieces).amax(dim=-1)
+
+
+class MaxoutDiscriminator(nn.Module):
+    """The paper's MNIST D: two maxout layers (240 units × 5 pieces), then one logit; dropout on every input.
+
+    Sec. 5 of the paper: "the discriminator net used maxout activations. Dropout was applied in training the
+    discriminator net." The authors' ``mnist.yaml``: maxout h0, h1 of 240 units × 5 pieces, ``irange`` 0.005,
+    dropout on each layer's input with include probability 0.8 for the image and 0.5 for the hidden layers
+    (scaled by 1/p, i.e. inverted dropout, which is what ``nn.Dropout`` does). The output is a logit: the
+    sigmoid lives in the loss. Dropout is active whenever D is in train mode, i.e. in both the D and the
+    G update, as in the authors' code.
+
+    Args:
+        image_shape: (C, H, W) of the input images (linked from the data by the CLI).
+        hidden_dims: units of the maxout layers.
+        pieces: pieces per maxout layer (one entry per layer).
+        input_dropout: drop probability on D's input (1 − 0.8 in the paper).
+        hidden_dropout: drop probability on the input of every later layer, the logit layer included (1 − 0.5).
+        irange: weights from U(−irange, irange), biases zero; None keeps PyTorch's default.
+    """
+
+    def __init__(
+        self,
+        image_shape: Sequence[int] = (1, 28, 28),
+        hidden_dims: Sequence[int] = (240, 240),
+        pieces: Sequence[int] = (5, 5),
+        input_dropout: float = 0.2,
+        hidden_dropout: float = 0.5,
+        irange: float | None = 0.005,
+    ) -> None:
+        super().__init__()
+        self.image_shape = _check_positive("image_shape", image_shape)
+        hidden = _check_positive("hidden_dims", hidden_dims)
+        pieces = _check_positive("pieces", pieces)
+        if len(pieces) != len(hidden):
+            raise ValueError(f"pieces needs one entry per hidden layer ({len(hidden)}), got {list(pieces)}")
+        for name, p in (("input_dropout", input_dropout), ("hidden_dropout", hidden_dropout)):
+            if not 0 <= p < 1:
+                raise ValueError(f"{name} is a drop probability in [0, 1), got {p}")
+        widths = (math.prod(self.image_shape), *hidden)
+        layers: list[nn.Module] = [nn.Flatten()]
+        for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+            layers += [nn.Dropout(input_dropout if i == 0 else hidden_dropout), Maxout(w_in, w_out, pieces[i])]
+        layers += [nn.Dropout(hidden_dropout), nn.Linear(widths[-1], 1)]  # a logit: no Sigmoid
+        self.net = nn.Sequential(*layers)
+        init_uniform(self, irange)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _dcgan_levels(image_shape: tuple[int, ...], who: str) -> tuple[int, int]:
+    """(number of ×2 resolution steps, start size) for a square image: 32 → (3, 4), 28 → (2, 7), 64 → (4, 4)."""
+    if len(image_shape) != 3 or image_shape[1] != image_shape[2]:
+        raise ValueError(f"{who} needs square images (C, H, H), got image_shape {list(image_shape)}")
+    size, levels = image_shape[1], 0
+    while size % 2 == 0 and size // 2 >= 4:
+        size, levels = size // 2, levels + 1
+    if levels == 0:
+        raise ValueError(f"{who} needs H = s·2^n with n >= 1 and s >= 4 (e.g. 28, 32, 64), got H = {image_shape[1]}")
+    return levels, size
+
+
+class DCGANGenerator(nn.Module):
+    """A convolutional G: z → Linear → (C·2^(n−1), s, s) → n transposed convolutions (×2 each) → image.
+
+    The paper's CIFAR-10 experiments (Sec. 5, Fig. 2 c–d) used "a convolutional discriminator and
+    'deconvolutional' generator". The authors' ``cifar10_convolutional.yaml`` had a one-off design (two
+    8000-unit dense layers, then a single stride-3 transposed convolution); this class is the standard form
+    of that idea by Radford et al. (DCGAN, 2016): 4×4 transposed convolutions of stride 2 that double the
+    resolution, BatchNorm and ReLU between, Tanh (or Sigmoid) out. 32×32 images start from 4×4 (3 steps),
+    28×28 from 7×7 (2 steps); any channel count.
+
+    Args:
+        latent_dim: size of z.
+        image_shape: (C, H, H) of the images to produce (linked from the data by the CLI).
+        base_channels: channels before the last layer; each earlier layer doubles them.
+        out_activation: ``tanh`` for data in [−1, 1], ``sigmoid`` for data in [0, 1].
+        init: weight initialisation, see :func:`init_weights` (``normal``: N(0, 0.02²), the DCGAN recipe).
+    """
+
+    def __init__(
+        self,
+        latent_dim: int = 100,
+        image_shape: Sequence[int] = (3, 32, 32),
+        base_channels: int = 64,
+        out_activation: OutActivation = "tanh",
+        init: Init = "normal",
+    ) -> None:
+        super().__init__()
+        if latent_dim < 1 or base_channels < 1:
+            raise ValueError(f"latent_dim and base_channels must be >= 1, got {latent_dim}, {base_channels}")
+        self.latent_dim = int(latent_dim)
+        self.image_shape = _check_positive("image_shape", image_shape)
+        levels, size = _dcgan_levels(self.image_shape, "DCGANGenerator")
+        channels = [base_channels * 2 ** (levels - 1 - i) for i in range(levels)]  # e.g. 256, 128, 64
+        self.start_shape = (channels[0], size, size)
+        self.project = nn.Sequential(
+            nn.Linear(self.latent_dim, math.prod(self.start_shape), bias=False),
+            nn.Unflatten(1, self.start_shape),
+            nn.BatchNorm2d(channels[0]),
+            nn.ReLU(inplace=True),
+        )
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
+            layers += [
+                nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, bias=False),  # ×2 resolution
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+            ]
+        layers += [
+            nn.ConvTranspose2d(channels[-1], self.image_shape[0], 4, stride=2, padding=1),
+            _out_activation(out_activation),
+        ]
+        self.net = nn.Sequential(*layers)
+        self.value_range = VALUE_RANGES[out_activation]
+        init_weights(self, init)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(self.project(z))
+
+
+class DCGANDiscriminator(nn.Module):
+    """A convolutional D: n strided 4×4 convolutions (÷2 each) → (C·2^(n−1), s, s) → one logit.
+
+    The mirror of :class:`DCGANGenerator` (Radford et al. 2016), standing in for the paper's convolutional
+    D (Sec. 5; the authors used maxout convolutions): LeakyReLU(0.2), BatchNorm on all but the first
+    convolution, a linear logit at the end (no Sigmoid: it lives in the loss).
+
+    Args:
+        image_shape: (C, H, H) of the input images (linked from the data by the CLI).
+        base_channels: channels of the first convolution; each later one doubles them.
+        batch_norm: BatchNorm after the convolutions but the first.
+        init: weight initialisation, see :func:`init_weights`.
+    """
+
+    def __init__(
+        self,
+        image_shape: Sequence[int] = (3, 32, 32),
+        base_channels: int = 64,
+        batch_norm: bool = True,
+        init: Init = "normal",
+    ) -> None:
+        super().__init__()
+        if base_channels < 1:
+            raise ValueError(f"base_channels must be >= 1, got {base_channels}")
+        self.image_shape = _check_positive("image_shape", image_shape)
+        levels, size = _dcgan_levels(self.image_shape, "DCGANDiscriminator")
+        channels = [self.image_shape[0]] + [base_channels * 2**i for i in range(levels)]  # e.g. 3, 64, 128, 256
+        layers: list[nn.Module] = []
+        for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:], strict=True)):
+            layers.append(nn.Conv2d(c_in, c_out, 4, stride=2, padding=1, bias=not (batch_norm and i > 0)))
+            if batch_norm and i > 0:
+                layers.append(nn.BatchNorm2d(c_out))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+        layers += [nn.Flatten(), nn.Linear(channels[-1] * size * size, 1)]  # a logit
         self.net = nn.Sequential(*layers)
         init_weights(self, init)
 
