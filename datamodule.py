@@ -7,8 +7,10 @@ per-image PIL transform runs and host memory holds 1 byte per pixel.
 
 from __future__ import annotations
 
+import gzip
 import os
 import pickle
+import struct
 from pathlib import Path
 
 import lightning as L
@@ -263,3 +265,122 @@ class CIFAR10DataModule(ImageDataModule):
     def _load(self, train: bool) -> torch.Tensor:
         ds = self._dataset_class()(str(self.data_dir), train=train, download=False)
         return torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()  # NHWC → NCHW
+
+
+# --- MNIST and Fashion-MNIST (the paper's Table 1 data set, and a real data set installable offline) -----------
+
+
+def read_idx_images(path: str | Path) -> torch.Tensor:
+    """The images of an IDX file (the MNIST format: big-endian header, then uint8 pixels) as uint8 (N, H, W).
+
+    Reads the extracted file or the original ``.gz`` alike (the format torchvision's MNIST reads), without
+    writing anything next to it, so read-only folders such as ``/usr/share/datasets/fashion-mnist`` work.
+
+    Args:
+        path: an ``*-images-idx3-ubyte`` file, optionally gzip-compressed (``.gz``).
+
+    Returns:
+        The images, uint8, shape (N, H, W).
+    """
+    path = Path(path)
+    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
+        data = f.read()
+    magic, n, h, w = struct.unpack(">4I", data[:16]) if len(data) >= 16 else (0, 0, 0, 0)
+    if magic != 2051 or len(data) != 16 + n * h * w:  # 0x00000803: unsigned bytes, 3 dimensions
+        raise ValueError(f"{path} is not an IDX image file (magic {magic}, {len(data)} bytes for {n}×{h}×{w})")
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8, offset=16).view(n, h, w)
+
+
+class MNISTDataModule(ImageDataModule):
+    """MNIST (60,000 train, 10,000 test 28×28 grey images) with the paper's split.
+
+    As in the authors' ``mnist.yaml``: train on train[0:50000], validate on train[50000:60000]
+    (``val_size=10000``), test on the 10,000 test images. Only the images are read (a GAN needs no labels).
+
+    Where the files are looked for, in this order (the first folder that holds both image files wins):
+
+    1. ``data_dir/MNIST/raw/`` – torchvision's layout, what ``torchvision.datasets.MNIST(data_dir,
+       download=True)`` (and ``data.download``) writes;
+    2. ``data_dir/`` itself – a folder that directly holds the original files.
+
+    Each of ``train-images-idx3-ubyte`` and ``t10k-images-idx3-ubyte`` may be extracted or the original
+    ``.gz``. The download goes through torchvision (its mirrors and md5 checks) into layout 1.
+
+    Args:
+        data_dir: the folder described above.
+        batch_size: images per minibatch (100 in the paper).
+        num_workers: DataLoader worker processes (0 is fastest for in-memory data).
+        download: download the data set when it is missing.
+        val_size: hold out the last ``val_size`` training images for validation (10,000 in the paper).
+        num_predict: samples that ``predict`` generates.
+    """
+
+    image_shape = (1, 28, 28)
+    name = "MNIST"
+    torchvision_class: type[torchvision.datasets.MNIST] = torchvision.datasets.MNIST
+    files = {True: "train-images-idx3-ubyte", False: "t10k-images-idx3-ubyte"}  # train=True / False
+    offline_hint = ""
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: int = 100,
+        num_workers: int = 0,
+        download: bool = True,
+        val_size: int = 10000,
+        num_predict: int = 64,
+    ) -> None:
+        super().__init__(data_dir, batch_size, num_workers, download, val_size, num_predict)
+
+    def _folders(self) -> list[Path]:
+        return [self.data_dir / self.torchvision_class.__name__ / "raw", self.data_dir]
+
+    def _find(self, folder: Path, name: str) -> Path | None:
+        return next((p for p in (folder / name, folder / f"{name}.gz") if p.is_file()), None)
+
+    def _raw_dir(self) -> Path | None:
+        """The first folder that holds both image files, or None."""
+        return next((d for d in self._folders() if all(self._find(d, f) for f in self.files.values())), None)
+
+    def _is_present(self) -> bool:
+        return self._raw_dir() is not None
+
+    def _download(self) -> None:
+        self.torchvision_class(str(self.data_dir), train=True, download=True)
+
+    def _missing_message(self) -> str:
+        a, b = self._folders()
+        names = " and ".join(f"{f}[.gz]" for f in self.files.values())
+        return (
+            f"{self.name} was not found: looked for {names} in {a} (torchvision's layout) and in {b}. "
+            f"{self.offline_hint}On a machine with network, torchvision.datasets.{self.torchvision_class.__name__}"
+            f"('{self.data_dir}', download=True) writes {a}: copy that folder here; or copy the original .gz files "
+            f"(from {' or '.join(self.torchvision_class.mirrors)}) into {a} or {b}, "
+            "or point --data.data_dir at the folder that holds them,"
+        )
+
+    def _load(self, train: bool) -> torch.Tensor:
+        folder = self._raw_dir()
+        if folder is None:
+            raise RuntimeError(self._missing_message().rstrip(",") + ".")
+        images = read_idx_images(self._find(folder, self.files[train]))
+        if tuple(images.shape[1:]) != self.image_shape[1:]:
+            raise ValueError(f"{self.name} images must be 28×28, {folder} holds {tuple(images.shape[1:])}")
+        return images.unsqueeze(1).contiguous()  # (N, 1, 28, 28)
+
+
+class FashionMNISTDataModule(MNISTDataModule):
+    """Fashion-MNIST (Xiao et al. 2017): MNIST's format and sizes, 10 classes of clothing, the same split.
+
+    Looked for in ``data_dir/FashionMNIST/raw/`` (torchvision's layout) or directly in ``data_dir``, so
+    Debian's package works as it is: ``apt-get install dataset-fashion-mnist`` puts the four original
+    ``.gz`` files in ``/usr/share/datasets/fashion-mnist``; use ``--data.data_dir
+    /usr/share/datasets/fashion-mnist`` (read in place, nothing is written there). Arguments as
+    :class:`MNISTDataModule`.
+    """
+
+    name = "Fashion-MNIST"
+    torchvision_class = torchvision.datasets.FashionMNIST
+    offline_hint = (
+        "On Debian: apt-get install dataset-fashion-mnist, then --data.data_dir /usr/share/datasets/fashion-mnist. "
+    )
