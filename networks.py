@@ -189,9 +189,13 @@ class SigmoidMLPGenerator(nn.Module):
         layers: list[nn.Module] = []
         for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
             layers += [nn.Linear(w_in, w_out), nn.ReLU(inplace=True)]
-        self.out = nn.Linear(widths[-1], math.prod(self.image_shape))
-        self.net = nn.Sequential(*layers, self.out, nn.Sigmoid())
+        self.net = nn.Sequential(*layers, nn.Linear(widths[-1], math.prod(self.image_shape)), nn.Sigmoid())
         init_uniform(self, irange)
+
+    @property
+    def out(self) -> nn.Linear:
+        """The output layer (before the sigmoid)."""
+        return self.net[-2]
 
     @torch.no_grad()
     def init_output_bias(self, mean_image: torch.Tensor, eps: float = 1e-3) -> None:

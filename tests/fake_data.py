@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import pickle
 from pathlib import Path
 
@@ -37,3 +38,51 @@ def write_cifar10(root: Path, n_train: int = 320, n_test: int = 64, seed: int = 
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({"label_names": names, "num_cases_per_batch": per_batch}, f, protocol=2)
     return Path(root)
+
+
+def _idx_bytes(array: np.ndarray) -> bytes:
+    """``array`` (uint8) in the IDX format of the MNIST files: magic 0x0000080D (D = ndim), sizes, data."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in array.shape)
+    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+
+
+def write_mnist(
+    root: Path,
+    n_train: int = 300,
+    n_test: int = 50,
+    layout: str = "torchvision",
+    folder: str = "MNIST",
+    compressed: bool = True,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """A tiny MNIST-format data set: the four original files, random 28×28 uint8 images and labels.
+
+    Args:
+        root: where to write.
+        n_train: training images (the real files have 60,000).
+        n_test: test images (10,000 in the real files).
+        layout: ``torchvision`` writes ``root/<folder>/raw/`` (torchvision's layout); ``flat`` writes the files
+            directly into ``root`` (like Debian's /usr/share/datasets/fashion-mnist).
+        folder: ``MNIST`` or ``FashionMNIST`` (torchvision's class names), for the torchvision layout.
+        compressed: write the original ``.gz`` files; otherwise the extracted ones, as torchvision leaves them.
+        seed: random seed.
+
+    Returns:
+        ``{"train": images (n_train, 28, 28), "test": images (n_test, 28, 28)}`` as written.
+    """
+    rng = np.random.default_rng(seed)
+    out = Path(root) / folder / "raw" if layout == "torchvision" else Path(root)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for split, prefix, n in (("train", "train", n_train), ("test", "t10k", n_test)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+        for name, array in ((f"{prefix}-images-idx3-ubyte", images), (f"{prefix}-labels-idx1-ubyte", labels)):
+            data = _idx_bytes(array)
+            if compressed:
+                with gzip.open(out / f"{name}.gz", "wb", compresslevel=1) as f:
+                    f.write(data)
+            else:
+                (out / name).write_bytes(data)
+        written[split] = images
+    return written
