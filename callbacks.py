@@ -16,6 +16,7 @@ Enable them in a config under ``trainer.callbacks`` (see ``configs/mnist.yaml``)
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning as L
@@ -95,7 +96,7 @@ class ExponentialDecay(Callback):
 
     def lr(self, lr_0: float, step: int) -> float:
         """The learning rate of 0-based training step ``step`` for initial rate ``lr_0``."""
-        return max(lr_0 / self.decay_factor**step, self.min_lr)
+        return max(lr_0 * math.exp(-step * math.log(self.decay_factor)), self.min_lr)  # no overflow for long runs
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
