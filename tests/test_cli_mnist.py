@@ -1,0 +1,71 @@
+"""End to end through cli.py and configs/mnist.yaml on a tiny MNIST folder in the original format."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from fake_data import write_mnist
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run(
+        [sys.executable, "cli.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_fit_and_test_with_the_paper_config(tmp_path: Path) -> None:
+    data, logs = tmp_path / "data", tmp_path / "logs"
+    write_mnist(data, n_train=300, n_test=50)  # data/MNIST/raw/*.gz, torchvision's layout
+    common = [
+        "--config", "configs/mnist.yaml", "--data.data_dir", str(data), "--data.val_size", "100",
+        "--trainer.accelerator", "cpu", "--trainer.logger.init_args.save_dir", str(logs),
+        "--trainer.enable_progress_bar", "false",
+    ]  # fmt: skip
+    _cli("fit", *common, "--trainer.max_steps", "4", "--trainer.log_every_n_steps", "1")
+    run = logs / "mnist" / "version_0"
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    events = EventAccumulator(str(run))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"loss/d", "loss/g", "d/real", "d/fake", "lr-SGD-momentum", "val/d_real"} <= scalars
+    assert "samples" in events.Tags()["images"]
+
+    result = _cli("test", *common, "--ckpt_path", "last")
+    assert "test/d_real" in result.stdout
+
+
+def test_fashion_mnist_switch_keeps_the_recipe(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)  # the config's relative paths
+    monkeypatch.setattr(sys, "argv", ["cli.py"])
+    with pytest.raises(SystemExit):
+        cli.main(
+            [
+                "fit", "--config", "configs/mnist.yaml", "--data", "datamodule.FashionMNISTDataModule",
+                "--data.data_dir", str(tmp_path), "--print_config",
+            ]
+        )  # fmt: skip
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["data"]["class_path"] == "datamodule.FashionMNISTDataModule"
+    assert config["data"]["init_args"]["data_dir"] == str(tmp_path)
+    assert config["data"]["init_args"]["val_size"] == 10000 and config["data"]["init_args"]["batch_size"] == 100
+    assert config["model"]["g_optimizer"]["init_args"] == {**config["model"]["g_optimizer"]["init_args"], "lr": 0.1}
+    assert [c["class_path"] for c in config["trainer"]["callbacks"]][:3] == [
+        "callbacks.MomentumRamp",
+        "callbacks.ExponentialDecay",
+        "callbacks.SigmoidBiasFromMarginals",
+    ]
