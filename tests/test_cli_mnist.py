@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from fake_data import write_mnist
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -69,3 +70,26 @@ def test_fashion_mnist_switch_keeps_the_recipe(
         "callbacks.ExponentialDecay",
         "callbacks.SigmoidBiasFromMarginals",
     ]
+
+
+@pytest.mark.parametrize(
+    ("config", "data", "shape"),
+    [
+        ("configs/cifar_conv.yaml", "datamodule.CIFAR10DataModule", (3, 32, 32)),
+        ("configs/cifar_conv.yaml", "datamodule.FashionMNISTDataModule", (1, 28, 28)),
+        ("configs/mnist.yaml", "datamodule.MNISTDataModule", (1, 28, 28)),
+    ],
+)
+def test_configs_build_their_networks_for_the_data(
+    config: str, data: str, shape: tuple[int, ...], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "argv", ["cli.py"])
+    args = ["--config", config, "--data", data, "--data.data_dir", str(tmp_path)]
+    built = cli.GANCLI(args=[*args, "--trainer.logger.init_args.save_dir", str(tmp_path)], run=False)
+    model = built.model
+    assert model.image_shape == shape  # linked from the data into the model and both networks
+    images = model.sample(3)
+    assert images.shape == (3, *shape) and images.dtype == torch.uint8
+    with torch.no_grad():
+        assert model.D(model.to_model_range(images)).shape == (3, 1)
