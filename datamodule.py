@@ -19,6 +19,7 @@ import torch
 import torchvision
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms.v2 import functional as TF
 
 
 class DataError(RuntimeError):
@@ -384,3 +385,98 @@ class FashionMNISTDataModule(MNISTDataModule):
     offline_hint = (
         "On Debian: apt-get install dataset-fashion-mnist, then --data.data_dir /usr/share/datasets/fashion-mnist. "
     )
+
+
+# --- A folder of the user's own images ----------------------------------------------------------------------
+
+
+class ImageFolderDataModule(ImageDataModule):
+    """The user's own images: every image file under ``data_dir`` (sub-folders included), decoded and resized
+    once at load to ``image_size``, held as uint8 like the other data sets.
+
+    Files are read by torchvision (``torchvision.io.decode_image``: PNG, JPEG, GIF, WebP, ...), sorted by path,
+    converted to RGB (``channels=3``) or grey (``channels=1``) and resized with antialiasing; with ``crop``
+    the shorter side is scaled to fit and the centre cut out, so the aspect ratio is kept. There is no test
+    split unless ``test_dir`` names one: then ``test`` (and, with ``val_size=0``, validation) use the
+    training images.
+
+    Args:
+        data_dir: folder of training images.
+        image_size: H×W after resizing: one int (square) or [H, W].
+        channels: 3 (RGB) or 1 (grey).
+        crop: keep the aspect ratio (scale, then centre-crop) instead of stretching.
+        test_dir: optional folder of test images.
+        batch_size: images per minibatch.
+        num_workers: DataLoader worker processes (0 is fastest for in-memory data).
+        val_size: hold out the last ``val_size`` images (in path order) for validation.
+        num_predict: samples that ``predict`` generates.
+    """
+
+    extensions = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff")
+    name = "image folder"
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        image_size: int | tuple[int, int] = 64,
+        channels: int = 3,
+        crop: bool = True,
+        test_dir: str | None = None,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        val_size: int = 0,
+        num_predict: int = 64,
+    ) -> None:
+        super().__init__(data_dir, batch_size, num_workers, False, val_size, num_predict)
+        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        if len(size) != 2 or any(not isinstance(s, int) or s < 1 for s in size):
+            raise ValueError(f"data.image_size must be an integer >= 1 or [H, W], got {image_size!r}")
+        if channels not in (1, 3):
+            raise ValueError(f"data.channels must be 1 (grey) or 3 (RGB), got {channels!r}")
+        self.image_size, self.channels, self.crop = size, channels, crop
+        self.test_dir = Path(os.path.expanduser(test_dir)) if test_dir else None
+        self.image_shape = (channels, *size)
+        self._cache: dict[Path, torch.Tensor] = {}
+
+    def _files(self, folder: Path) -> list[Path]:
+        if not folder.is_dir():
+            return []
+        return sorted(p for p in folder.rglob("*") if p.suffix.lower() in self.extensions and p.is_file())
+
+    def _is_present(self) -> bool:
+        return bool(self._files(self.data_dir)) and (self.test_dir is None or bool(self._files(self.test_dir)))
+
+    def prepare_data(self) -> None:
+        if self._predicting() or self._is_present():
+            return
+        folder = self.data_dir if not self._files(self.data_dir) else self.test_dir
+        raise RuntimeError(
+            f"No images ({', '.join(self.extensions)}) were found under {folder}: put the images there "
+            "(sub-folders are searched too) or point --data.data_dir (--data.test_dir) at the folder that holds them."
+        )
+
+    def _resize(self, image: torch.Tensor) -> torch.Tensor:
+        h, w = self.image_size
+        if not self.crop:
+            return TF.resize(image, [h, w], antialias=True)
+        scale = max(h / image.shape[-2], w / image.shape[-1])
+        size = [max(h, round(image.shape[-2] * scale)), max(w, round(image.shape[-1] * scale))]
+        return TF.center_crop(TF.resize(image, size, antialias=True), [h, w])
+
+    def _read_folder(self, folder: Path) -> torch.Tensor:
+        if folder not in self._cache:
+            mode = torchvision.io.ImageReadMode.RGB if self.channels == 3 else torchvision.io.ImageReadMode.GRAY
+            images = []
+            for path in self._files(folder):
+                try:
+                    image = torchvision.io.decode_image(str(path), mode=mode, apply_exif_orientation=True)
+                except Exception as err:
+                    raise RuntimeError(f"cannot decode the image {path}: {err}") from err
+                images.append(self._resize(image[0] if image.ndim == 4 else image))  # an animation: its first frame
+            if not images:
+                raise RuntimeError(f"No images ({', '.join(self.extensions)}) were found under {folder}")
+            self._cache[folder] = torch.stack(images).contiguous()  # (N, C, H, W) uint8
+        return self._cache[folder]
+
+    def _load(self, train: bool) -> torch.Tensor:
+        return self._read_folder(self.data_dir if train or self.test_dir is None else self.test_dir)

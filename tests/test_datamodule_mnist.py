@@ -10,7 +10,7 @@ import torch
 import torchvision
 from fake_data import write_mnist
 
-from datamodule import FashionMNISTDataModule, MNISTDataModule, read_idx_images
+from datamodule import FashionMNISTDataModule, ImageFolderDataModule, MNISTDataModule, read_idx_images
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist (.ci/run installs it)
 
@@ -99,3 +99,48 @@ def test_real_fashion_mnist_from_debian_package() -> None:
     assert train.dtype == torch.uint8 and 0 < train.float().mean() < 255
     dm.setup("fit")
     assert (len(dm.train_images), len(dm.val_images), len(dm.test_images)) == (50000, 10000, 10000)
+
+
+def _write_image(path: Path, image: torch.Tensor) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torchvision.io.write_png(image, str(path))
+
+
+def test_image_folder_resizes_once_and_keeps_uint8(tmp_path: Path) -> None:
+    # Solid colours survive any resize exactly; sizes and aspect ratios differ; sub-folders are searched.
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (10, 20, 30)]
+    sizes = [(40, 40), (20, 50), (64, 16), (33, 33)]
+    for i, (colour, (h, w)) in enumerate(zip(colours, sizes, strict=True)):
+        image = torch.tensor(colour, dtype=torch.uint8).view(3, 1, 1).expand(3, h, w).contiguous()
+        _write_image(tmp_path / "imgs" / f"sub{i % 2}" / f"{i}.png", image)
+    (tmp_path / "imgs" / "notes.txt").write_text("not an image")
+    dm = ImageFolderDataModule(str(tmp_path / "imgs"), image_size=[12, 16], batch_size=2, val_size=1)
+    assert dm.image_shape == (3, 12, 16)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.train_images.dtype == torch.uint8 and dm.train_images.shape == (3, 3, 12, 16)
+    order = [0, 2, 1, 3]  # path order: sub0/0.png, sub0/2.png, sub1/1.png, sub1/3.png
+    expected = torch.tensor([colours[i] for i in order], dtype=torch.uint8).view(4, 3, 1, 1).expand(4, 3, 12, 16)
+    assert torch.equal(torch.cat([dm.train_images, dm.val_images]), expected)
+    assert torch.equal(dm.test_images, torch.cat([dm.train_images, dm.val_images]))  # no test_dir
+
+
+def test_image_folder_crop_keeps_the_centre_and_grey(tmp_path: Path) -> None:
+    image = torch.zeros(3, 10, 30, dtype=torch.uint8)
+    image[:, :, 10:20] = 200  # a bright centre third between dark sides
+    _write_image(tmp_path / "a.png", image)
+    cropped = ImageFolderDataModule(str(tmp_path), image_size=10, channels=1, batch_size=1)
+    cropped.setup("fit")
+    assert cropped.train_images.shape == (1, 1, 10, 10) and (cropped.train_images == 200).all()
+    stretched = ImageFolderDataModule(str(tmp_path), image_size=10, crop=False, batch_size=1)
+    stretched.setup("fit")
+    assert stretched.train_images[0, :, :, 0].max() < 100  # the dark sides are squeezed in
+
+
+def test_image_folder_errors(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match=f"No images .* under {tmp_path}"):
+        ImageFolderDataModule(str(tmp_path)).prepare_data()
+    with pytest.raises(ValueError, match="data.channels"):
+        ImageFolderDataModule(str(tmp_path), channels=2)
+    with pytest.raises(ValueError, match="data.image_size"):
+        ImageFolderDataModule(str(tmp_path), image_size=[0, 4])
