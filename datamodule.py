@@ -352,21 +352,27 @@ class MNISTDataModule(ImageDataModule):
     def _missing_message(self) -> str:
         a, b = self._folders()
         names = " and ".join(f"{f}[.gz]" for f in self.files.values())
+        return f"{self.name} was not found: looked for {names} in {a} (torchvision's layout) and in {b}"
+
+    def _offline_hint(self) -> str:
+        a, b = self._folders()
         return (
-            f"{self.name} was not found: looked for {names} in {a} (torchvision's layout) and in {b}. "
-            f"{self.offline_hint}On a machine with network, torchvision.datasets.{self.torchvision_class.__name__}"
-            f"('{self.data_dir}', download=True) writes {a}: copy that folder here; or copy the original .gz files "
-            f"(from {' or '.join(self.torchvision_class.mirrors)}) into {a} or {b}, "
-            "or point --data.data_dir at the folder that holds them,"
+            f"{self.offline_hint}To train offline: on a machine with network, torchvision.datasets."
+            f"{self.torchvision_class.__name__}('{self.data_dir}', download=True) writes {a}; copy that folder here, "
+            f"or copy the original .gz files (from {' or '.join(self.torchvision_class.mirrors)}) into {a} or {b} "
+            "(or point --data.data_dir at the folder that holds them)."
         )
 
     def _load(self, train: bool) -> torch.Tensor:
         folder = self._raw_dir()
         if folder is None:
-            raise RuntimeError(self._missing_message().rstrip(",") + ".")
-        images = read_idx_images(self._find(folder, self.files[train]))
+            raise DataError(f"{self._missing_message()}. {self._offline_hint()}")
+        try:
+            images = read_idx_images(self._find(folder, self.files[train]))
+        except ValueError as err:
+            raise DataError(str(err)) from err
         if tuple(images.shape[1:]) != self.image_shape[1:]:
-            raise ValueError(f"{self.name} images must be 28×28, {folder} holds {tuple(images.shape[1:])}")
+            raise DataError(f"{self.name} images must be 28×28, {folder} holds {tuple(images.shape[1:])}")
         return images.unsqueeze(1).contiguous()  # (N, 1, 28, 28)
 
 
@@ -450,7 +456,7 @@ class ImageFolderDataModule(ImageDataModule):
         if self._predicting() or self._is_present():
             return
         folder = self.data_dir if not self._files(self.data_dir) else self.test_dir
-        raise RuntimeError(
+        raise DataError(
             f"No images ({', '.join(self.extensions)}) were found under {folder}: put the images there "
             "(sub-folders are searched too) or point --data.data_dir (--data.test_dir) at the folder that holds them."
         )
@@ -471,10 +477,10 @@ class ImageFolderDataModule(ImageDataModule):
                 try:
                     image = torchvision.io.decode_image(str(path), mode=mode, apply_exif_orientation=True)
                 except Exception as err:
-                    raise RuntimeError(f"cannot decode the image {path}: {err}") from err
+                    raise DataError(f"cannot decode the image {path}: {err}") from err
                 images.append(self._resize(image[0] if image.ndim == 4 else image))  # an animation: its first frame
             if not images:
-                raise RuntimeError(f"No images ({', '.join(self.extensions)}) were found under {folder}")
+                raise DataError(f"No images ({', '.join(self.extensions)}) were found under {folder}")
             self._cache[folder] = torch.stack(images).contiguous()  # (N, C, H, W) uint8
         return self._cache[folder]
 

@@ -9,12 +9,12 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
-from fake_data import write_mnist
 
 import networks
 from callbacks import ExponentialDecay, MomentumRamp, SigmoidBiasFromMarginals
 from datamodule import MNISTDataModule
 from gan_module import GAN
+from tests.fake_data import write_mnist
 
 
 def test_momentum_ramp_matches_pylearn2_momentum_adjustor() -> None:

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from fake_data import write_mnist
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import cli
+from tests.fake_data import write_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from fake_data import write_mnist
 
-from datamodule import FashionMNISTDataModule, ImageFolderDataModule, MNISTDataModule, read_idx_images
+from datamodule import DataError, FashionMNISTDataModule, ImageFolderDataModule, MNISTDataModule, read_idx_images
+from tests.fake_data import write_mnist
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist (.ci/run installs it)
 
@@ -80,7 +80,7 @@ def test_offline_error_names_the_folder(tmp_path: Path, cls) -> None:
     write_mnist(tmp_path / "only-train", n_train=10, n_test=0, layout="flat")
     (tmp_path / "only-train" / "t10k-images-idx3-ubyte.gz").unlink()  # half a data set is not a data set
     dm = cls(str(tmp_path / "only-train"), download=False)
-    with pytest.raises(RuntimeError) as err:
+    with pytest.raises(DataError) as err:
         dm.prepare_data()
     message = str(err.value)
     raw = tmp_path / "only-train" / cls.torchvision_class.__name__ / "raw"
@@ -138,7 +138,7 @@ def test_image_folder_crop_keeps_the_centre_and_grey(tmp_path: Path) -> None:
 
 
 def test_image_folder_errors(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError, match=f"No images .* under {tmp_path}"):
+    with pytest.raises(DataError, match=f"No images .* under {tmp_path}"):
         ImageFolderDataModule(str(tmp_path)).prepare_data()
     with pytest.raises(ValueError, match="data.channels"):
         ImageFolderDataModule(str(tmp_path), channels=2)
