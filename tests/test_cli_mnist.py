@@ -44,8 +44,10 @@ def test_fit_and_test_with_the_paper_config(tmp_path: Path) -> None:
     assert {"loss/d", "loss/g", "d/real", "d/fake", "lr-SGD-momentum", "val/d_real"} <= scalars
     assert "samples" in events.Tags()["images"]
 
+    assert {"parzen/ll", "parzen/ll_se", "parzen/sigma"} <= scalars  # validation during fit
+
     result = _cli("test", *common, "--ckpt_path", "last")
-    assert "test/d_real" in result.stdout
+    assert "test/d_real" in result.stdout and "parzen/ll" in result.stdout  # Table 1's number on the test set
 
 
 def test_fashion_mnist_switch_keeps_the_recipe(
@@ -65,10 +67,11 @@ def test_fashion_mnist_switch_keeps_the_recipe(
     assert config["data"]["init_args"]["data_dir"] == str(tmp_path)
     assert config["data"]["init_args"]["val_size"] == 10000 and config["data"]["init_args"]["batch_size"] == 100
     assert config["model"]["g_optimizer"]["init_args"] == {**config["model"]["g_optimizer"]["init_args"], "lr": 0.1}
-    assert [c["class_path"] for c in config["trainer"]["callbacks"]][:3] == [
+    assert [c["class_path"] for c in config["trainer"]["callbacks"]][:4] == [
         "callbacks.MomentumRamp",
         "callbacks.ExponentialDecay",
         "callbacks.SigmoidBiasFromMarginals",
+        "metrics.ParzenWindow",
     ]
 
 
