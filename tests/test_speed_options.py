@@ -198,7 +198,6 @@ def test_compile_trains_and_keeps_checkpoint_keys(cifar_dir: Path) -> None:
     assert set(model.state_dict()) == plain_keys  # nn.Module.compile: no "_orig_mod." in the keys
     assert not torch.equal(before["G.net.0.weight"], model.G.net[0].weight)
     assert not torch.equal(before["D.net.1.weight"], model.D.net[1].weight)
-    assert model.sample(4).dtype == torch.uint8
 
 
 def test_bad_compile_mode_is_refused() -> None:
