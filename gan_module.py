@@ -106,6 +106,9 @@ class GAN(L.LightningModule):
         compile: compile G's and D's forward with ``torch.compile`` (``nn.Module.compile``: the checkpoint's
             keys stay the same). The first steps are slower while it compiles.
         compile_mode: ``torch.compile``'s mode; ``reduce-overhead`` adds CUDA graphs (GPU only, untested).
+        log_every_step: pass the per-step scalars to ``self.log`` at every step (the progress bar shows each
+            step). False: only on the steps where the logger writes them (every ``trainer.log_every_n_steps``),
+            so TensorBoard gets the same values and each other step saves Lightning's logging overhead.
         channels_last: store 4-D (convolution) weights and image batches in channels-last order, faster for
             conv nets on GPUs with tensor cores; Linear layers are untouched, so MLPs gain nothing.
     """
@@ -127,6 +130,7 @@ class GAN(L.LightningModule):
         compile: bool = False,
         compile_mode: CompileMode = "default",
         channels_last: bool = False,
+        log_every_step: bool = True,
     ) -> None:
         super().__init__()
         for name, value in (("k", k), ("latent_dim", latent_dim), ("grid_size", grid_size)):
@@ -156,6 +160,7 @@ class GAN(L.LightningModule):
         self.value_range: tuple[float, float] = tuple(getattr(generator, "value_range", (-1.0, 1.0)))
         self._check_shapes()
         self.channels_last = channels_last
+        self.log_every_step = log_every_step
         self._speed_options(compile, compile_mode, channels_last)
 
         # The fixed noise of the image grid: a buffer, so it is saved in the checkpoint and a resumed run
@@ -312,7 +317,8 @@ class GAN(L.LightningModule):
             stats["loss/g"] = loss_g.detach()
             self.epoch_loss_g.update(stats["loss/g"])
 
-        self.log_dict(stats, prog_bar=True, on_step=True, on_epoch=False)
+        if self.log_every_step or self._logger_writes_now():
+            self.log_dict(stats, prog_bar=True, on_step=True, on_epoch=False)
         self.epoch_loss_d.update(stats["loss/d"])
         self.epoch_d_real.update(d_real)
         self.epoch_d_fake.update(d_fake)
@@ -385,3 +391,12 @@ class GAN(L.LightningModule):
     def _memory_format(self, x: torch.Tensor) -> torch.Tensor:
         """A batch of images in channels-last order when ``channels_last`` is on (4-D tensors only)."""
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+
+    def _logger_writes_now(self) -> bool:
+        """Whether Lightning writes step metrics to the logger after this training step.
+
+        Lightning writes when (batches finished before this one + 1) % log_every_n_steps == 0; called after
+        this step's D update, ``d_updates`` is that number + 1 (both are restored on a resume).
+        """
+        n = self.trainer.log_every_n_steps
+        return n > 0 and self.d_updates % n == 0

@@ -12,12 +12,18 @@
 
 Each way runs in its own subprocess (so peak memory is its own): ``--warmup`` steps (start-up, first
 allocations, compilation) are not timed, then ``--repeats`` windows of ``--steps`` steps each are timed with a
-device synchronisation at the window edges only. Figures: ``sec_per_step`` (median over the windows),
-``images_per_sec`` (batch / sec_per_step), ``peak_rss_mb`` (the process's max resident set; worker processes
-reported apart as ``peak_rss_children_mb``), on CUDA ``peak_cuda_mb`` (``torch.cuda.max_memory_allocated``),
-``epoch_s`` (50,000 / 64 steps × sec_per_step: training steps only, no validation), and the ratios a/b and a/c
-of seconds per step (< 1: the project is faster). ``--variant "ARGS"`` adds a project run with extra CLI
-arguments (repeatable), e.g. ``--variant "--data.on_device true" --variant "--model.compile true"``.
+device synchronisation at the window edges only. Figures per way:
+
+- ``sec_per_step``: median over the windows of wall time per step; ``images_per_sec`` = 64 / sec_per_step;
+  ``epoch_s`` = 781 steps × sec_per_step (a CIFAR-10 epoch of training steps, no validation);
+- ``cpu_sec_per_step``: CPU time per step of the process and its DataLoader workers. On a CPU shared with
+  other jobs wall time swings with their load and CPU time barely does: the steadier figure there;
+- ``peak_rss_mb``: the process's peak resident memory; ``peak_rss_workers_mb``: the sum of the DataLoader
+  workers' peaks; on CUDA ``peak_cuda_mb`` (``torch.cuda.max_memory_allocated``);
+- ``ratios``: a/b and a/c of both times (< 1: the project is faster).
+
+``--variant "ARGS"`` adds a project run with extra CLI arguments (repeatable), e.g.
+``--variant "--data.on_device true" --variant "--model.compile true"``.
 
 Without ``--data-dir`` a CIFAR-10-shaped folder of random images (``--n-images``, default 50,000 like
 CIFAR-10's train split, so the timed steps stay inside one epoch) is written to a temporary folder; all
@@ -57,6 +63,8 @@ class WindowTimer:
         self.warmup, self.steps, self.repeats, self.device = warmup, steps, repeats, device
         self.count = 0
         self.marks: list[float] = []
+        self.cpu_marks: list[float] = []
+        self.memory: dict[str, float] = {}
 
     def tick(self) -> bool:
         """Call after every training step; returns True when the last window has ended."""
@@ -65,6 +73,9 @@ class WindowTimer:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             self.marks.append(time.perf_counter())
+            self.cpu_marks.append(_cpu_seconds())
+            if len(self.marks) > self.repeats:
+                self.memory = _memory(self.device)  # while the DataLoader workers are still alive
         return len(self.marks) > self.repeats
 
     @property
@@ -74,12 +85,42 @@ class WindowTimer:
     def seconds_per_step(self) -> list[float]:
         return [(b - a) / self.steps for a, b in zip(self.marks[:-1], self.marks[1:], strict=False)]
 
+    def result(self) -> dict[str, Any]:
+        cpu = [(b - a) / self.steps for a, b in zip(self.cpu_marks[:-1], self.cpu_marks[1:], strict=False)]
+        return {"times": self.seconds_per_step(), "cpu_times": cpu, **self.memory}
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its live children (DataLoader workers), from /proc on Linux.
+
+    On a CPU shared with other jobs, wall time per step swings with their load; CPU time spent on the step
+    barely does, so it is the steadier figure for comparing the three ways there."""
+    total = time.process_time()
+    tick = os.sysconf("SC_CLK_TCK")
+    me = str(os.getpid())
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == me:  # ppid; then utime, stime are fields 11, 12 after the name
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
 
 def _memory(device: torch.device) -> dict[str, float]:
-    out = {
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # KiB on Linux
-        "peak_rss_children_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
-    }
+    """Peak resident memory of this process, and summed over its live child processes (DataLoader workers)."""
+    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # KiB on Linux
+    workers = 0.0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(os.getpid()) and "VmHWM" in fields:
+            workers += int(fields["VmHWM"].split()[0]) / 1024  # peak RSS of that worker, kB
+    if workers:
+        out["peak_rss_workers_mb"] = workers
     if device.type == "cuda":
         out["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return out
@@ -123,7 +164,7 @@ def run_project(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     if len(timer.marks) <= args.repeats:
         raise RuntimeError(f"the project stopped after {timer.count} steps, before {timer.total_steps}")
-    return {"times": timer.seconds_per_step(), **_memory(device)}
+    return timer.result()
 
 
 # --- (b) and (c): plain PyTorch loops ------------------------------------------------------------------------
@@ -184,7 +225,7 @@ def run_plain(args: argparse.Namespace) -> dict[str, Any]:
             train_step(x.float().mul_(2 / 255).sub_(1))
             if done := timer.tick():
                 break
-    return {"times": timer.seconds_per_step(), **_memory(device)}
+    return timer.result()
 
 
 def run_torchvision(args: argparse.Namespace) -> dict[str, Any]:
@@ -211,7 +252,7 @@ def run_torchvision(args: argparse.Namespace) -> dict[str, Any]:
             train_step(x.to(device, non_blocking=True))
             if done := timer.tick():
                 break
-    return {"times": timer.seconds_per_step(), **_memory(device)}
+    return timer.result()
 
 
 # --- driver ---------------------------------------------------------------------------------------------------
@@ -226,8 +267,9 @@ def _summary(raw: dict[str, Any]) -> dict[str, Any]:
         else raw["times"],
         "images_per_sec": BATCH / sec,
         "epoch_s": CIFAR10_TRAIN // BATCH * sec,
+        "cpu_sec_per_step": statistics.median(raw["cpu_times"]),
     }
-    out.update({k: round(v, 1) for k, v in raw.items() if k != "times"})
+    out.update({k: round(v, 1) for k, v in raw.items() if k not in ("times", "cpu_times")})
     return out
 
 
@@ -290,6 +332,8 @@ def main() -> None:
         for ref in ("b", "c"):
             if ref in results:
                 ratios[f"{name}/{ref}"] = results[name]["sec_per_step"] / results[ref]["sec_per_step"]
+                cpu = results[name]["cpu_sec_per_step"] / results[ref]["cpu_sec_per_step"]
+                ratios[f"{name}/{ref} (cpu time)"] = cpu
     info = {
         "device": torch.cuda.get_device_name(0) if args.device == "cuda" else _cpu_name(),
         "torch": torch.__version__,
