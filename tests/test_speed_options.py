@@ -256,3 +256,24 @@ def test_channels_last_converts_only_4d_weights_and_trains_the_same(cifar_dir: P
         _fit(model, _data(cifar_dir), batches=2)
         params.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     torch.testing.assert_close(params[1], params[0], rtol=1e-4, atol=1e-5)
+
+
+# --- per-step logging only on the logger's steps --------------------------------------------------------------
+
+
+def test_log_every_step_false_writes_the_same_tensorboard_scalars(cifar_dir: Path, tmp_path: Path) -> None:
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars = []
+    for every in (True, False):
+        logger = TensorBoardLogger(str(tmp_path), name=f"every_{every}")
+        L.seed_everything(0)
+        model = _tiny_gan(log_every_step=every)
+        _fit(model, _data(cifar_dir), batches=7, logger=logger, log_every_n_steps=3)
+        events = EventAccumulator(logger.log_dir)
+        events.Reload()
+        tags = ("loss/d", "loss/g", "d/real", "d/fake")
+        scalars.append({tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in tags})
+    assert all(len(values) == 2 for values in scalars[0].values())  # 7 batches, written after the 3rd and 6th
+    assert scalars[1] == scalars[0]
