@@ -33,7 +33,11 @@ CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotun
 
 
 class GANAdam(torch.optim.Adam):
-    """Adam with the GAN defaults of Radford et al. (lr 2e-4, betas (0.5, 0.999)), used by the seed."""
+    """Adam with the GAN defaults of Radford et al. (lr 2e-4, betas (0.5, 0.999)), used by the seed.
+
+    With ``foreach`` and ``fused`` both unset, the fused implementation is used where torch has it (CPU, CUDA);
+    set ``fused: false`` for torch's own default choice.
+    """
 
     def __init__(
         self,
@@ -45,7 +49,21 @@ class GANAdam(torch.optim.Adam):
         foreach: bool | None = None,
         fused: bool | None = None,
     ) -> None:
+        if fused is None and foreach is None:
+            # Unless told otherwise, the fused implementation (one pass over each tensor per step) where torch has
+            # it: on CPU a training step of the seed's MLP GAN takes 30 % less time than with the per-tensor loop
+            # that torch picks by default there (benchmarks/speed.py); the updates agree up to float rounding.
+            params = list(params)
+            fused = _fused_adam_supported(params) or None
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach, fused=fused)
+
+
+def _fused_adam_supported(params: list[Any]) -> bool:
+    """Whether every parameter is a floating-point tensor on a CPU or CUDA device (where fused Adam exists)."""
+    tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
+    return bool(tensors) and all(
+        isinstance(t, torch.Tensor) and t.is_floating_point() and t.device.type in ("cpu", "cuda") for t in tensors
+    )
 
 
 # --- The losses (Eq. 1 of the paper, split into D's and G's part). All take logits. -----------------------

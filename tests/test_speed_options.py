@@ -205,16 +205,26 @@ def test_bad_compile_mode_is_refused() -> None:
         _tiny_gan(compile_mode="fastest")
 
 
-@pytest.mark.parametrize("option", [{"fused": True}, {"foreach": True}])
-def test_fused_and_foreach_adam_train_like_the_default(cifar_dir: Path, option: dict) -> None:
+def test_gan_adam_is_fused_by_default_on_cpu() -> None:
+    params = list(nn.Linear(3, 2).parameters())
+    assert GANAdam(params).defaults["fused"] is True
+    assert GANAdam([{"params": params}]).defaults["fused"] is True
+    assert GANAdam(params, fused=False).defaults["fused"] is False  # the user's choice wins
+    assert GANAdam(params, foreach=True).defaults["fused"] is None
+    assert GANAdam([torch.zeros(2, dtype=torch.long)]).defaults["fused"] is None  # no fused kernel: torch decides
+
+
+@pytest.mark.parametrize("option", [{}, {"fused": True}, {"foreach": True}])
+def test_fused_and_foreach_adam_train_like_the_per_tensor_loop(cifar_dir: Path, option: dict) -> None:
     params = []
-    for opt in ({}, option):
+    for opt in ({"fused": False, "foreach": False}, option):  # torch's per-tensor loop, then the option
         torch.manual_seed(0)
         factory = partial(GANAdam, **opt)
         model = _tiny_gan(g_optimizer=factory, d_optimizer=factory)
         L.seed_everything(0)
-        _fit(model, _data(cifar_dir), batches=3)
+        trainer = _fit(model, _data(cifar_dir), batches=3)
         assert model.d_updates == 3
+        assert trainer.optimizers[0].defaults["fused"] == opt.get("fused", None if opt.get("foreach") else True)
         params.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert not torch.equal(params[0], torch.cat([p.detach().flatten() for p in _tiny_gan().parameters()]))
     # Same updates up to float rounding: Adam's first steps move a weight by about lr = 2e-4, and a rounding
