@@ -327,4 +327,6 @@ class CIFAR10DataModule(ImageDataModule):
 
     def _load(self, train: bool) -> torch.Tensor:
         ds = self._dataset_class()(str(self.data_dir), train=train, download=False)
-        return torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()  # NHWC → NCHW
+        # torchvision stacks the channel-major rows of the archive into (N, 3, 32, 32) and hands out an NHWC view
+        # of it: transposing back gives that array itself, so no copy is made (a copy would raise peak memory).
+        return torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))

@@ -131,6 +131,16 @@ def test_on_device_loader_takes_rank_world_size_and_device_from_the_trainer(cifa
     assert torch.equal(val.images, data.test_images)
 
 
+def test_cifar_images_are_the_archive_rows_in_nchw(cifar_dir: Path) -> None:
+    import pickle
+
+    with open(cifar_dir / "cifar-10-batches-py" / "data_batch_1", "rb") as f:
+        rows = pickle.load(f, encoding="latin1")["data"]  # (n, 3072) uint8, channel-major
+    images = _data(cifar_dir)._load(train=True)
+    assert images.shape == (320, 3, 32, 32) and images.is_contiguous() and images.dtype == torch.uint8
+    assert torch.equal(images[: len(rows)].reshape(len(rows), -1), torch.from_numpy(rows))
+
+
 def test_on_device_refuses_worker_processes(cifar_dir: Path) -> None:
     with pytest.raises(ValueError, match=r"data\.num_workers must be 0 with data\.on_device"):
         _data(cifar_dir, on_device=True, num_workers=2)
