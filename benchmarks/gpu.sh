@@ -13,14 +13,15 @@ mkdir -p "$out"
   lscpu | grep -m1 'Model name' || true
   nproc
 } | tee "$out/machine.txt"
-FUSED="--model.d_optimizer gan_module.GANAdam --model.d_optimizer.fused true"
-FUSED="$FUSED --model.g_optimizer gan_module.GANAdam --model.g_optimizer.fused true"
+# GANAdam is fused by default; "fused false" gives torch's own choice (foreach on CUDA), for comparison.
+UNFUSED="--model.d_optimizer gan_module.GANAdam --model.d_optimizer.fused false"
+UNFUSED="$UNFUSED --model.g_optimizer gan_module.GANAdam --model.g_optimizer.fused false"
 FAST="--data.on_device true --model.log_every_step false"
 # 50 warm-up steps (CUDA start-up, compilation), then 5 windows of 100 steps: 550 steps, inside one epoch.
 timeout 540 python benchmarks/speed.py --device cuda --steps 100 --repeats 5 --warmup 50 --c-workers 4 \
   --variant "--data.on_device true" \
   --variant "$FAST" \
   --variant "$FAST --trainer.enable_progress_bar false" \
-  --variant "$FAST $FUSED" \
+  --variant "$FAST $UNFUSED" \
   --variant "$FAST --model.compile true" \
   | tee "$out/speed_cuda.json"
