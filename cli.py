@@ -101,6 +101,7 @@ class GANCLI(LightningCLI):
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         self._refuse_automatic_only_options(cfg)
         self._choose_strategy(cfg)
+        self._unfuse_adam_for_clipping_with_fp16(cfg)
         self._resolve_last_checkpoint(cfg)
 
     @staticmethod
@@ -116,6 +117,20 @@ class GANCLI(LightningCLI):
                 "trainer.accumulate_grad_batches must be 1: Algorithm 1 updates D on every minibatch (a larger "
                 "--data.batch_size gives the same effect)"
             )
+
+    @staticmethod
+    def _unfuse_adam_for_clipping_with_fp16(cfg: Any) -> None:
+        # With 16-bit AMP a fused Adam unscales the gradients inside its step, after the point where they are
+        # clipped, and Lightning refuses to clip them. GANAdam picks fused only when fused/foreach are unset;
+        # when clipping under 16-mixed, pick foreach instead (same updates up to float rounding).
+        if not cfg.model.get("grad_clip_norm") or str(cfg.trainer.precision) not in ("16-mixed", "16"):
+            return
+        for key in ("g_optimizer", "d_optimizer"):
+            opt = cfg.model.get(key)
+            init = getattr(opt, "init_args", None)
+            if getattr(opt, "class_path", "").endswith("GANAdam") and init is not None:
+                if init.get("fused") is None and init.get("foreach") is None:
+                    init.foreach = True
 
     def _choose_strategy(self, cfg: Any) -> None:
         trainer = cfg.trainer

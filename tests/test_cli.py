@@ -182,3 +182,13 @@ def test_a_loss_that_goes_nan_stops_the_run_and_keeps_the_last_good_checkpoint(c
     ckpt = torch.load(logs / "cifar" / "version_0" / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 24  # the last checkpoint before the failure ...
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())  # ... is good
+
+
+def test_clipping_under_16_bit_amp_does_not_use_fused_adam(cifar_dir, tmp_path):
+    # Fused Adam unscales inside its step, too late for clipping; the CLI picks foreach Adam for this case.
+    args = base_args(cifar_dir, tmp_path / "logs", "--model.grad_clip_norm", "1.0")
+    fp32 = cli.GANCLI(args=args, run=False)
+    assert fp32.model.configure_optimizers()[0].defaults["fused"]  # the default where torch has it
+    fp16 = cli.GANCLI(args=[*args, "--trainer.precision", "16-mixed"], run=False)
+    opt_d, opt_g = fp16.model.configure_optimizers()
+    assert not opt_d.defaults["fused"] and opt_d.defaults["foreach"] and opt_g.defaults["foreach"]
