@@ -316,8 +316,7 @@ def main() -> None:
     ways = [w.strip() for w in args.ways.split(",") if w.strip()]
     tmp = None
     if args.data_dir is None:
-        sys.path.insert(0, str(ROOT / "tests"))
-        from fake_data import write_cifar10
+        from tests.fake_data import write_cifar10
 
         tmp = tempfile.TemporaryDirectory(prefix="speed_cifar_")
         args.data_dir, args.fake = str(write_cifar10(Path(tmp.name), n_train=args.n_images, n_test=10_000)), True

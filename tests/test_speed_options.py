@@ -13,13 +13,13 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
-from fake_data import write_cifar10
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from datamodule import CIFAR10DataModule, OnDeviceBatches, UInt8Images, _identity
 from gan_module import GAN, GANAdam
 from networks import MLPDiscriminator, MLPGenerator
+from tests.fake_data import write_cifar10
 
 SHAPE = (3, 32, 32)
 
