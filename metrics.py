@@ -145,6 +145,11 @@ def _tensorboard(trainer: L.Trainer) -> TensorBoardLogger | None:
     return next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
 
 
+def _log_step(trainer: L.Trainer) -> int:
+    """The step that ``LightningModule.log`` writes figures at (training batches so far, not optimizer steps)."""
+    return int(getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step))
+
+
 class ModeCoverage(L.Callback):
     """Mode coverage of G on a 2-D mixture, at the end of every validation and test epoch.
 
@@ -153,7 +158,9 @@ class ModeCoverage(L.Callback):
     ``modes/captured``, ``modes/high_quality`` (a fraction) and ``modes/reverse_kl`` (see
     :func:`mode_coverage`), adds the scatter picture (:func:`scatter_image`) to TensorBoard as
     ``modes/samples`` and writes it as ``modes/<stage>_step<global step>.png`` in the run's log directory.
-    The sanity-check validation before training is skipped.
+    The sanity-check validation before training is skipped. When ``fit`` stops where no validation ran
+    (``max_steps`` in the middle of an epoch), the final G is evaluated once more at the end of training and
+    the three figures go straight to the loggers (``self.log`` is not allowed in ``on_train_end``).
 
     Args:
         num_samples: samples per evaluation (2,500 in VEEGAN and PacGAN).
@@ -174,6 +181,7 @@ class ModeCoverage(L.Callback):
         self.threshold = threshold
         self.seed = seed
         self.image_size = image_size
+        self._last_step: int | None = None  # the logging step of the last evaluation
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         data = trainer.datamodule
@@ -183,24 +191,33 @@ class ModeCoverage(L.Callback):
                 f"got {type(data).__name__}"
             )
 
-    def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> dict[str, Any] | None:
+    def _evaluate(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str, via_loggers: bool = False
+    ) -> dict[str, Any] | None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return None
+        step = _log_step(trainer)
+        self._last_step = step
         generator = None
         if self.seed is not None:
             generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
         samples = pl_module.sample(self.num_samples, generator).reshape(self.num_samples, -1).cpu()
         data = trainer.datamodule
         result = mode_coverage(samples, data.centers, data.std, self.threshold)
-        for name in ("captured", "high_quality", "reverse_kl"):
-            pl_module.log(f"modes/{name}", float(result[name]), rank_zero_only=True)
+        figures = {f"modes/{name}": float(result[name]) for name in ("captured", "high_quality", "reverse_kl")}
+        if via_loggers:
+            for logger in trainer.loggers:
+                logger.log_metrics(figures, step=step)
+        else:
+            for name, value in figures.items():
+                pl_module.log(name, value, rank_zero_only=True)
         if self.image_size:
             image = scatter_image(samples, data.centers, data.std, self.threshold, self.image_size)
             logger = _tensorboard(trainer)
             if logger is not None:
-                logger.experiment.add_image("modes/samples", image, global_step=trainer.global_step)
+                logger.experiment.add_image("modes/samples", image, global_step=step)
             if trainer.log_dir is not None:
-                path = Path(trainer.log_dir) / "modes" / f"{stage}_step{trainer.global_step:07d}.png"
+                path = Path(trainer.log_dir) / "modes" / f"{stage}_step{step:07d}.png"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 torchvision.utils.save_image(image, path)
         return result
@@ -210,3 +227,7 @@ class ModeCoverage(L.Callback):
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._evaluate(trainer, pl_module, "test")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and self._last_step != _log_step(trainer):
+            self._evaluate(trainer, pl_module, "end", via_loggers=True)

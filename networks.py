@@ -166,7 +166,7 @@ class ToyGenerator(nn.Module):
         latent_dim: int = 2,
         image_shape: Sequence[int] = (2,),
         hidden_dims: Sequence[int] = (256, 256, 256),
-        batch_norm: bool = True,
+        batch_norm: bool = False,
         init: Init = "default",
     ) -> None:
         super().__init__()
