@@ -181,7 +181,7 @@ class ModeCoverage(L.Callback):
         self.threshold = threshold
         self.seed = seed
         self.image_size = image_size
-        self._last_step: int | None = None  # the logging step of the last evaluation
+        self._stale = False  # G was trained after the last evaluation
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         data = trainer.datamodule
@@ -197,7 +197,7 @@ class ModeCoverage(L.Callback):
         if trainer.sanity_checking or not trainer.is_global_zero:
             return None
         step = _log_step(trainer)
-        self._last_step = step
+        self._stale = False
         generator = None
         if self.seed is not None:
             generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
@@ -228,6 +228,9 @@ class ModeCoverage(L.Callback):
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._evaluate(trainer, pl_module, "test")
 
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self._stale = True  # (an epoch-end validation runs after this hook, in the same loop iteration)
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero and self._last_step != _log_step(trainer):
+        if self._stale:
             self._evaluate(trainer, pl_module, "end", via_loggers=True)

@@ -157,7 +157,12 @@ class ToyGenerator(nn.Module):
         latent_dim: size of z.
         image_shape: shape of one data point, ``(2,)`` for 2-D mixtures (linked from the data by the CLI).
         hidden_dims: widths of the hidden layers.
-        batch_norm: BatchNorm before every hidden ReLU (as in PacGAN's generator).
+        batch_norm: BatchNorm before every hidden ReLU (as in PacGAN's generator). Off by default: with it,
+            ring8 kept only about 40 % of its samples high-quality after 3,900 steps against 94 % without
+            (one seed each). A plausible cause: G samples in eval mode, where the running statistics lag the
+            weights, and the ring's modes are only 0.01 wide.
+        scale: a fixed factor on the output: G learns the data divided by ``scale`` (set it, and D's ``scale``,
+            to the data's extent, e.g. 4 for the grid, so that both networks work at unit scale).
         init: weight initialisation, see :func:`init_weights`.
     """
 
@@ -167,11 +172,15 @@ class ToyGenerator(nn.Module):
         image_shape: Sequence[int] = (2,),
         hidden_dims: Sequence[int] = (256, 256, 256),
         batch_norm: bool = False,
+        scale: float = 1.0,
         init: Init = "default",
     ) -> None:
         super().__init__()
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
+        if not scale > 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
+        self.scale = float(scale)
         self.latent_dim = int(latent_dim)
         self.image_shape = _check_positive("image_shape", image_shape)
         widths = (self.latent_dim, *_check_positive("hidden_dims", hidden_dims))
@@ -186,7 +195,7 @@ class ToyGenerator(nn.Module):
         init_weights(self, init)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z).view(z.shape[0], *self.image_shape)
+        return (self.net(z) * self.scale).view(z.shape[0], *self.image_shape)
 
 
 class ToyDiscriminator(nn.Module):
@@ -196,6 +205,7 @@ class ToyDiscriminator(nn.Module):
         image_shape: shape of one data point, ``(2,)`` for 2-D mixtures (linked from the data by the CLI).
         hidden_dims: widths of the hidden layers.
         maxout_pieces: 1 for ReLU units; > 1 for maxout units with that many pieces (PacGAN's D: 5).
+        scale: D sees its input divided by this fixed factor (the data's extent; see ``ToyGenerator``).
         init: weight initialisation, see :func:`init_weights`.
     """
 
@@ -204,11 +214,15 @@ class ToyDiscriminator(nn.Module):
         image_shape: Sequence[int] = (2,),
         hidden_dims: Sequence[int] = (256, 256, 256),
         maxout_pieces: int = 1,
+        scale: float = 1.0,
         init: Init = "default",
     ) -> None:
         super().__init__()
         if not isinstance(maxout_pieces, int) or maxout_pieces < 1:
             raise ValueError(f"maxout_pieces must be an integer >= 1, got {maxout_pieces!r}")
+        if not scale > 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
+        self.scale = float(scale)
         self.image_shape = _check_positive("image_shape", image_shape)
         widths = (math.prod(self.image_shape), *_check_positive("hidden_dims", hidden_dims))
         layers: list[nn.Module] = [nn.Flatten()]
@@ -222,4 +236,4 @@ class ToyDiscriminator(nn.Module):
         init_weights(self, init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(x / self.scale)

@@ -82,6 +82,12 @@ def test_toy_networks_shapes_and_linear_output():
         g.net[-1].bias.fill_(7.0)
         g.net[-1].weight.zero_()
     assert torch.allclose(g(torch.randn(4, 3)), torch.full((4, 2), 7.0))  # no Tanh: unbounded data
+    torch.manual_seed(0)
+    g4, d4 = ToyGenerator(latent_dim=3, hidden_dims=(8,), scale=4.0), ToyDiscriminator(hidden_dims=(8,), scale=4.0)
+    g1, d1 = ToyGenerator(latent_dim=3, hidden_dims=(8,)), ToyDiscriminator(hidden_dims=(8,))
+    g1.load_state_dict(g4.state_dict()), d1.load_state_dict(d4.state_dict())
+    z, x = torch.randn(6, 3), torch.randn(6, 2)
+    assert torch.allclose(g4(z), 4 * g1(z)) and torch.allclose(d4(4 * x), d1(x))  # works at unit scale
     maxout = ToyDiscriminator(hidden_dims=(8,), maxout_pieces=5)
     assert maxout(torch.randn(3, 2)).shape == (3, 1)
     assert maxout.net[1].linear.out_features == 40
