@@ -8,11 +8,13 @@ per-image PIL transform runs and host memory holds 1 byte per pixel.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import pickle
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import numpy as np
@@ -566,3 +568,114 @@ class ImageFolderDataModule(ImageDataModule):
 
     def _load(self, train: bool) -> torch.Tensor:
         return self._read_folder(self.data_dir if train or self.test_dir is None else self.test_dir)
+
+
+# --- 2-D Gaussian mixtures (the mode-collapse lab) ------------------------------------------------------------
+
+
+class ToyMixtureDataModule(L.LightningDataModule):
+    """Points of a 2-D mixture of equally weighted isotropic Gaussians whose modes are all known.
+
+    The two standard mode-collapse benchmarks (VEEGAN, Srivastava et al. 2017; PacGAN, Lin et al. 2018):
+
+    - ``ring``: 8 modes evenly spaced on the unit circle, centre i at angle 2πi/8 (i = 0..7), std 0.01.
+    - ``grid``: 25 modes at {−4, −2, 0, 2, 4}², std 0.05.
+
+    Batches are float32 tensors (N, 2), passed to D unscaled (G has a linear output). The metrics of
+    ``metrics.ModeCoverage`` read ``centers`` and ``std``; they use samples of G, so the validation and test
+    sets are small (they only feed the module's D-on-real statistics).
+
+    Args:
+        mixture: ``ring`` (8 modes) or ``grid`` (25 modes).
+        batch_size: points per minibatch.
+        num_train: training points (100,000 in PacGAN).
+        num_val: points of the validation set and, separately drawn, of the test set.
+        seed: seed of the points (train, validation and test are drawn from three streams of this seed).
+        num_predict: samples that ``predict`` generates.
+    """
+
+    def __init__(
+        self,
+        mixture: Literal["ring", "grid"] = "ring",
+        batch_size: int = 256,
+        num_train: int = 100_000,
+        num_val: int = 1_000,
+        seed: int = 0,
+        num_predict: int = 2_500,
+    ) -> None:
+        super().__init__()
+        if mixture not in ("ring", "grid"):
+            raise ValueError(f"data.mixture must be 'ring' or 'grid', got {mixture!r}")
+        for key, value, low in (
+            ("batch_size", batch_size, 1),
+            ("num_train", num_train, 1),
+            ("num_val", num_val, 1),
+            ("num_predict", num_predict, 1),
+            ("seed", seed, 0),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"data.{key} must be an integer >= {low}, got {value!r}")
+        if batch_size > num_train:
+            raise ValueError(f"data.batch_size={batch_size} is larger than data.num_train={num_train}")
+        self.mixture = mixture
+        self.batch_size = batch_size
+        self.num_train = num_train
+        self.num_val = num_val
+        self.seed = seed
+        self.num_predict = num_predict
+        self.image_shape = (2,)
+        self.centers, self.std = mixture_centers(mixture)
+        self.train_points: torch.Tensor | None = None
+        self.val_points: torch.Tensor | None = None
+        self.test_points: torch.Tensor | None = None
+
+    def sample_points(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """n points of the mixture: a mode drawn uniformly, plus isotropic Gaussian noise of std ``std``."""
+        modes = torch.randint(len(self.centers), (n,), generator=generator)
+        return self.centers[modes] + self.std * torch.randn(n, 2, generator=generator)
+
+    def setup(self, stage: str) -> None:
+        if self.train_points is not None:
+            return
+        # Three streams of one seed, so the training points do not depend on num_val and vice versa.
+        streams = [torch.Generator().manual_seed(self.seed * 3 + i) for i in range(3)]
+        self.train_points = self.sample_points(self.num_train, streams[0])
+        self.val_points = self.sample_points(self.num_val, streams[1])
+        self.test_points = self.sample_points(self.num_val, streams[2])
+
+    def _loader(self, points: torch.Tensor, shuffle: bool, drop_last: bool) -> DataLoader:
+        # UInt8Images indexes any in-memory tensor: one slice per batch, no per-point collation.
+        return DataLoader(
+            UInt8Images(points), batch_size=self.batch_size, shuffle=shuffle, drop_last=drop_last, collate_fn=_identity
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_points, shuffle=True, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_points, shuffle=False, drop_last=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_points, shuffle=False, drop_last=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return DataLoader(NoiseIndices(self.num_predict), batch_size=self.batch_size, collate_fn=_identity)
+
+
+def mixture_centers(mixture: Literal["ring", "grid"]) -> tuple[torch.Tensor, float]:
+    """The mode centres (K, 2) and the per-coordinate standard deviation of a named mixture.
+
+    Args:
+        mixture: ``ring`` or ``grid`` (see :class:`ToyMixtureDataModule`).
+
+    Returns:
+        (centers, std).
+    """
+    if mixture == "ring":
+        # 2πi/8 for i = 0..7: eight distinct angles. (linspace(0, 2π, 8) would put the 8th mode on the 1st.)
+        angles = 2 * math.pi * torch.arange(8, dtype=torch.float64) / 8
+        return torch.stack([angles.cos(), angles.sin()], dim=1).float(), 0.01
+    if mixture == "grid":
+        axis = torch.tensor([-4.0, -2.0, 0.0, 2.0, 4.0])
+        return torch.cartesian_prod(axis, axis), 0.05
+    raise ValueError(f"data.mixture must be 'ring' or 'grid', got {mixture!r}")
