@@ -28,6 +28,22 @@ def _check_positive(name: str, values: Sequence[int]) -> tuple[int, ...]:
     return values
 
 
+def _generator_widths(
+    latent_dim: int, image_shape: Sequence[int], hidden_dims: Sequence[int]
+) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
+    """An MLP generator's checked (latent_dim, image_shape, layer widths from z through the hidden layers)."""
+    if latent_dim < 1:
+        raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
+    return (
+        int(latent_dim),
+        _check_positive("image_shape", image_shape),
+        (
+            int(latent_dim),
+            *_check_positive("hidden_dims", hidden_dims),
+        ),
+    )
+
+
 def init_weights(module: nn.Module, init: Init, std: float = 0.02) -> None:
     """Re-initialise the Linear/Conv weights of ``module`` in place.
 
@@ -85,11 +101,7 @@ class MLPGenerator(nn.Module):
         out_activation: OutActivation = "tanh",
     ) -> None:
         super().__init__()
-        if latent_dim < 1:
-            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
-        self.latent_dim = int(latent_dim)
-        self.image_shape = _check_positive("image_shape", image_shape)
-        widths = (self.latent_dim, *_check_positive("hidden_dims", hidden_dims))
+        self.latent_dim, self.image_shape, widths = _generator_widths(latent_dim, image_shape, hidden_dims)
         layers: list[nn.Module] = []
         for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
             layers.append(nn.Linear(w_in, w_out))
@@ -181,11 +193,7 @@ class SigmoidMLPGenerator(nn.Module):
         irange: float | None = 0.05,
     ) -> None:
         super().__init__()
-        if latent_dim < 1:
-            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
-        self.latent_dim = int(latent_dim)
-        self.image_shape = _check_positive("image_shape", image_shape)
-        widths = (self.latent_dim, *_check_positive("hidden_dims", hidden_dims))
+        self.latent_dim, self.image_shape, widths = _generator_widths(latent_dim, image_shape, hidden_dims)
         layers: list[nn.Module] = []
         for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
             layers += [nn.Linear(w_in, w_out), nn.ReLU(inplace=True)]
@@ -427,14 +435,10 @@ class ToyGenerator(nn.Module):
         init: Init = "default",
     ) -> None:
         super().__init__()
-        if latent_dim < 1:
-            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
+        self.latent_dim, self.image_shape, widths = _generator_widths(latent_dim, image_shape, hidden_dims)
         if not scale > 0:
             raise ValueError(f"scale must be > 0, got {scale}")
         self.scale = float(scale)
-        self.latent_dim = int(latent_dim)
-        self.image_shape = _check_positive("image_shape", image_shape)
-        widths = (self.latent_dim, *_check_positive("hidden_dims", hidden_dims))
         layers: list[nn.Module] = []
         for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
             layers.append(nn.Linear(w_in, w_out, bias=not batch_norm))  # BatchNorm's shift replaces the bias
