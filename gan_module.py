@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -30,6 +31,11 @@ from torchmetrics import MeanMetric
 
 Loss = Literal["non_saturating", "minimax"]
 Prior = Literal["normal", "uniform"]
+Update = Literal["alternating", "simultaneous"]
+GSamples = Literal["fresh", "shared"]
+# Mean D(G(z)) over an epoch below this: D rejects (nearly) every sample and G's gradient has all but vanished.
+# Logged as d/won_epochs, the number of such epochs in a row: a run stays dead once it lasts a few epochs.
+D_WON_BELOW = 1e-3
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 
@@ -121,6 +127,12 @@ class GAN(L.LightningModule):
         latent_dim: size of z (linked into the generator by the CLI).
         image_shape: shape of one image (C, H, W), linked from the data by the CLI.
         k: discriminator updates per generator update (Algorithm 1's k), >= 1.
+        update: the order of the updates. ``alternating``: Algorithm 1 as written – k D steps, then G's
+            gradient taken against the D just updated. ``simultaneous``: the authors' pylearn2 code – D's and
+            G's gradients both taken at the same point, then one step of each (k must be 1).
+        g_samples: the noise of G's update: ``fresh`` draws a new minibatch of z (Algorithm 1), ``shared``
+            reuses the z, and so the samples, of the D update just before it (the authors' code). None (the
+            default) follows ``update``: fresh for alternating, shared for simultaneous.
         loss: G's loss: ``non_saturating`` (maximise log D(G(z)), the paper's advice in Sec. 3 and the
             seed's choice) or ``minimax`` (minimise log(1 − D(G(z))), Eq. 1 as written).
         prior: the noise prior p_z: ``normal`` N(0, I) or ``uniform`` U(−1, 1)^latent_dim.
@@ -152,6 +164,8 @@ class GAN(L.LightningModule):
         latent_dim: int = 128,
         image_shape: Sequence[int] = (3, 32, 32),
         k: int = 1,
+        update: Update = "alternating",
+        g_samples: GSamples | None = None,
         loss: Loss = "non_saturating",
         prior: Prior = "normal",
         g_optimizer: OptimizerCallable = GANAdam,
@@ -169,6 +183,15 @@ class GAN(L.LightningModule):
         for name, value in (("k", k), ("latent_dim", latent_dim), ("grid_size", grid_size)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"model.{name} must be an integer >= 1, got {value!r}")
+        if update not in Update.__args__:
+            raise ValueError(f"model.update must be one of {list(Update.__args__)}, got {update!r}")
+        if update == "simultaneous" and k != 1:
+            raise ValueError(
+                f"model.k must be 1 with model.update simultaneous (one step updates D and G once each), got {k}; "
+                "use model.update alternating for k > 1"
+            )
+        if g_samples not in (None, *GSamples.__args__):
+            raise ValueError(f"model.g_samples must be one of {list(GSamples.__args__)} or null, got {g_samples!r}")
         if loss not in G_LOSSES:
             raise ValueError(f"model.loss must be one of {sorted(G_LOSSES)}, got {loss!r}")
         if prior not in ("normal", "uniform"):
@@ -189,6 +212,8 @@ class GAN(L.LightningModule):
         self.latent_dim = latent_dim
         self.image_shape = tuple(int(s) for s in image_shape)
         self.k = k
+        self.update = update
+        self.g_samples = g_samples or ("fresh" if update == "alternating" else "shared")
         self.g_loss_fn = G_LOSSES[loss]
         self.prior = prior
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
@@ -212,6 +237,8 @@ class GAN(L.LightningModule):
         self.noise_seed = noise_seed
         self.d_updates = 0  # D updates so far: the step counter of Algorithm 1 (saved in the checkpoint)
         self._z_gen: torch.Generator | None = None
+        self._warned_d_won = False
+        self.d_won_epochs = 0  # consecutive epochs with mean D(G(z)) < D_WON_BELOW (saved in the checkpoint)
         for stat in ("loss_d", "loss_g", "d_real", "d_fake"):  # epoch means, averaged over ranks
             # nan_strategy "disable": the losses are checked finite before each step (_check_finite), and the
             # default NaN check of MeanMetric costs a host-device synchronisation per update on a GPU.
@@ -248,13 +275,43 @@ class GAN(L.LightningModule):
             self.noise_seed = int(torch.randint(0, 2**62, (1,)).item())
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["gan"] = {"d_updates": self.d_updates, "noise_seed": self.noise_seed}
+        checkpoint["gan"] = {
+            "d_updates": self.d_updates,
+            "noise_seed": self.noise_seed,
+            "d_won_epochs": self.d_won_epochs,
+            "rng": self._rng_states(),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("gan", {})
         self.d_updates = int(state.get("d_updates", 0))
+        self.d_won_epochs = int(state.get("d_won_epochs", 0))
         self.noise_seed = state.get("noise_seed", self.noise_seed)
+        if "rng" in state:
+            self._restore_rng_states(state["rng"])
         self._match_ema_state(checkpoint.get("state_dict", {}))
+
+    def _rng_states(self) -> dict[str, Any]:
+        """Every rank's global RNG state (D's dropout draws from it), gathered so that rank 0's checkpoint holds all."""
+        states = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            states["cuda"] = torch.cuda.get_rng_state(self.device)
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:  # on_save_checkpoint runs on every rank
+            states = {key: self.all_gather(state.to(self.device)).cpu() for key, state in states.items()}
+        return states
+
+    def _restore_rng_states(self, states: dict[str, Any]) -> None:
+        world = self._trainer.world_size if self._trainer is not None else 1
+        for key, state in states.items():
+            if state.dim() == 2:  # one row per rank of a multi-process run
+                if state.shape[0] != world:
+                    continue  # saved by another number of processes: this rank's RNG stays as seeded
+                state = state[self.global_rank].clone()  # its own storage: set_rng_state ignores a view's offset
+            if key == "cpu":
+                torch.set_rng_state(state.cpu())
+            elif key == "cuda" and self.device.type == "cuda":
+                torch.cuda.set_rng_state(state.cpu(), self.device)
 
     def _match_ema_state(self, state_dict: dict[str, Any]) -> None:
         """Let checkpoints with and without an EMA of G load into a model with and without one."""
@@ -276,12 +333,16 @@ class GAN(L.LightningModule):
             return torch.randn(n, self.latent_dim, generator=generator, device=device)
         return torch.rand(n, self.latent_dim, generator=generator, device=device) * 2 - 1
 
-    def _step_noise_generator(self) -> torch.Generator:
-        """A generator seeded by (noise_seed, rank, D update): different z on every rank, resumable."""
+    def _noise_generator(self, *key: Any) -> torch.Generator:
+        """A generator seeded by (noise_seed, rank, *key): its own stream per rank and key, resumable.
+
+        Training uses key (D update count,); evaluation (stage, batch index), so that evaluating never moves the
+        global RNG, which D's dropout draws from during training.
+        """
         if self._z_gen is None or self._z_gen.device != self.device:
             self._z_gen = torch.Generator(device=self.device)
-        key = f"{self.noise_seed}/{self.global_rank}/{self.d_updates}".encode()
-        self._z_gen.manual_seed(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1)
+        text = "/".join(str(part) for part in (self.noise_seed, self.global_rank, *key)).encode()
+        self._z_gen.manual_seed(int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") >> 1)
         return self._z_gen
 
     def sample_z(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -303,13 +364,13 @@ class GAN(L.LightningModule):
         return len(self.image_shape) == 3
 
     @torch.no_grad()
-    def generate(self, z: torch.Tensor, quantize: bool = True) -> torch.Tensor:
+    def generate(self, z: torch.Tensor, quantize: bool = True, ema: bool = True) -> torch.Tensor:
         """G(z) in eval mode, in data space: uint8 images (N, C, H, W) for image data, floats otherwise.
 
-        G is the EMA of G when ``model.ema_decay`` is set. ``quantize=False`` returns images as floats in
-        [0, 1] instead (G's output rescaled, not rounded to 8 bits).
+        G is the EMA of G when ``model.ema_decay`` is set (``ema=False``: the trained G itself).
+        ``quantize=False`` returns images as floats in [0, 1] instead (G's output rescaled, not rounded to 8 bits).
         """
-        G = self.G if self.G_ema is None else self.G_ema.module
+        G = self.G_ema.module if ema and self.G_ema is not None else self.G
         was_training = G.training
         G.eval()
         out = G(z.to(self.device))
@@ -341,13 +402,26 @@ class GAN(L.LightningModule):
             raise FloatingPointError(
                 f"{name} became {loss.detach().float().item()} on rank {self.global_rank} (or another rank) "
                 f"at global step {self.global_step} (epoch {self.current_epoch}, after {self.d_updates} D updates); "
-                "training stopped before this update, so the weights and the last saved checkpoint (last.ckpt) "
-                "are the last good ones. Lower the learning rates or set model.grad_clip_norm."
+                f"training stopped before this update, so the weights were never updated with it and {self._saved()}. "
+                "Lower the learning rates or set model.grad_clip_norm."
             )
 
-    def _step(self, opt: Any, loss: torch.Tensor, network: nn.Module) -> None:
+    def _saved(self) -> str:
+        """Where the last good weights are, in words, for the non-finite-loss message."""
+        callback = self.trainer.checkpoint_callback
+        path = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "")
+        if path and Path(path).is_file():
+            return f"the last checkpoint written, {path}, holds the last good ones"
+        return "no checkpoint had been written yet"
+
+    def _backward(self, name: str, opt: Any, loss: torch.Tensor) -> None:
+        """Check the loss, then fill the gradients of ``opt``'s network (and no other) with d loss."""
+        self._check_finite(name, loss)
         opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
+
+    def _take_step(self, opt: Any) -> None:
+        """One optimizer step on the gradients ``_backward`` left, then clear them."""
         opt.step()  # clipping, if on, happens in on_before_optimizer_step (after AMP's unscaling)
         opt.zero_grad(set_to_none=True)  # no gradient of this network outlives its own update
         # A forward later in this training_step must see the new weights, not autocast's cached casts of the
@@ -362,39 +436,54 @@ class GAN(L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         opt_d, opt_g = self.optimizers()
-        x = self._memory_format(self.to_model_range(self._images(batch)))  # a fresh real minibatch ~ p_data
+        x = self._memory_format(self.to_model_range(self._images(batch)))  # a minibatch {x(1), ..., x(m)} ~ p_data
         m = x.shape[0]
-        gen = self._step_noise_generator()
+        gen = self._noise_generator(self.d_updates)
+        z = self.sample_z(m, gen)  # a minibatch {z(1), ..., z(m)} ~ p_z
+        shared = self.g_samples == "shared"  # G's update reuses D's z (the authors' code) or draws its own
+        g_due = (self.d_updates + 1) % self.k == 0
 
-        # Algorithm 1, inner loop (one of its k steps): sample {z(1), ..., z(m)} ~ p_g(z), update D by
-        # ascending  ∇θd 1/m Σ [log D(x(i)) + log(1 − D(G(z(i))))]  (we descend the negation, d_loss).
-        with torch.no_grad():
-            fake = self.G(self.sample_z(m, gen))
-        self.toggle_optimizer(opt_d)  # only D's parameters require grad
-        real_logits, fake_logits = self.D(x), self.D(fake)
-        loss_d = d_loss(real_logits, fake_logits)
-        self._check_finite("loss/d", loss_d)
-        self._step(opt_d, loss_d, self.D)
-        self.untoggle_optimizer(opt_d)
+        if self.update == "alternating":
+            # Algorithm 1, inner loop (one of its k steps): update D by ascending
+            # ∇θd 1/m Σ [log D(x(i)) + log(1 − D(G(z(i))))]  (we descend the negation, d_loss).
+            with self.toggled_optimizer(opt_d):  # only D's parameters require grad: G(z) builds no graph
+                real_logits, fake_logits = self.D(x), self.D(self.G(z))
+                loss_d = d_loss(real_logits, fake_logits)
+                self._backward("loss/d", opt_d, loss_d)
+                self._take_step(opt_d)
+            if g_due:
+                # Algorithm 1, outer step: sample {z(1), ..., z(m)} ~ p_z and update G by descending
+                # ∇θg 1/m Σ log(1 − D(G(z(i))))  (minimax), or ascending log D(G(z(i))) (non_saturating, Sec. 3),
+                # against the D just updated.
+                with self.toggled_optimizer(opt_g):  # only G's parameters require grad: D gets no gradient
+                    loss_g = self.g_loss_fn(self.D(self.G(z if shared else self.sample_z(m, gen))))
+                    self._backward("loss/g", opt_g, loss_g)
+                    self._take_step(opt_g)
+        else:
+            # The authors' pylearn2 step (AdversaryCost2, k = 1): both gradients of Eq. 1 taken at the same
+            # point (θd, θg), then one step of each. D's gradient is the one of Algorithm 1's inner loop, G's
+            # the one of its outer step, but against the D *before* this step's update.
+            fake = self.G(z) if shared else None  # with G's graph: G's loss below goes through these samples
+            with self.toggled_optimizer(opt_d):
+                fake_d = fake.detach() if shared else self.G(z)
+                real_logits, fake_logits = self.D(x), self.D(fake_d)
+                loss_d = d_loss(real_logits, fake_logits)
+                self._backward("loss/d", opt_d, loss_d)
+            with self.toggled_optimizer(opt_g):  # D is frozen: its gradient stays the one of loss_d
+                loss_g = self.g_loss_fn(self.D(fake if shared else self.G(self.sample_z(m, gen))))
+                self._backward("loss/g", opt_g, loss_g)
+            self._take_step(opt_d)
+            self._take_step(opt_g)
         self.d_updates += 1
 
         d_real = torch.sigmoid(real_logits.detach().float()).mean()
         d_fake = torch.sigmoid(fake_logits.detach().float()).mean()
         stats = {"loss/d": loss_d.detach(), "d/real": d_real, "d/fake": d_fake}
-
-        if self.d_updates % self.k == 0:
-            # Algorithm 1, outer step: sample fresh {z(1), ..., z(m)} ~ p_g(z) and update G by descending
-            # ∇θg 1/m Σ log(1 − D(G(z(i))))  (minimax), or ascending log D(G(z(i))) (non_saturating, Sec. 3).
-            self.toggle_optimizer(opt_g)  # only G's parameters require grad: D gets no gradient
-            loss_g = self.g_loss_fn(self.D(self.G(self.sample_z(m, gen))))
-            self._check_finite("loss/g", loss_g)
-            self._step(opt_g, loss_g, self.G)
-            self.untoggle_optimizer(opt_g)
+        if g_due:
             if self.G_ema is not None:
                 self.G_ema.update_parameters(self.G)  # the EMA of G follows every G update
             stats["loss/g"] = loss_g.detach()
             self.epoch_loss_g.update(stats["loss/g"])
-
         if self.log_every_step or self._logger_writes_now():
             self.log_dict(stats, prog_bar=True, on_step=True, on_epoch=False)
         self.epoch_loss_d.update(stats["loss/d"])
@@ -403,6 +492,7 @@ class GAN(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         # Epoch means over all steps and all ranks (torchmetrics syncs them).
+        means: dict[str, torch.Tensor] = {}
         for name, metric in (
             ("loss/d_epoch", self.epoch_loss_d),
             ("loss/g_epoch", self.epoch_loss_g),
@@ -410,9 +500,31 @@ class GAN(L.LightningModule):
             ("d/fake_epoch", self.epoch_d_fake),
         ):
             if metric.update_called:
-                self.log(name, metric.compute(), sync_dist=False)
+                means[name] = metric.compute()
+                self.log(name, means[name], sync_dist=False)
             metric.reset()
+        self._watch_for_d_winning(means)
         self.log_image_grid()
+
+    def _watch_for_d_winning(self, means: dict[str, torch.Tensor]) -> None:
+        """Count the epochs in a row in which D rejected (nearly) every sample; say so the first time."""
+        d_fake = means.get("d/fake_epoch")
+        if d_fake is None:
+            return
+        self.d_won_epochs = self.d_won_epochs + 1 if d_fake < D_WON_BELOW else 0
+        self.log("d/won_epochs", float(self.d_won_epochs), sync_dist=False)
+        if self._warned_d_won or not self.d_won_epochs:
+            return
+        self._warned_d_won = True
+        g = means.get("loss/g_epoch")
+        rank_zero_warn(
+            f"D has won: in epoch {self.current_epoch} the mean D(G(z)) was {float(d_fake):.1e} (< {D_WON_BELOW:g}) "
+            f"against a mean D(x) of {float(means['d/real_epoch']):.3f}"
+            + (f", and G's mean loss was {float(g):.2f}" if g is not None else "")
+            + ". G learns next to nothing from such a D and its samples have likely collapsed (see the `samples` "
+            "grid); a run that stays like this for a few epochs does not recover. d/won_epochs counts such epochs "
+            "in a row: lightning.pytorch.callbacks.EarlyStopping on it ends such runs (README, 'A run that has died')."
+        )
 
     @rank_zero_only
     def log_image_grid(self, tag: str = "samples") -> None:
@@ -426,9 +538,9 @@ class GAN(L.LightningModule):
 
     # --- validation / test: D on held-out real images and on fresh samples --------------------------------
 
-    def _eval_step(self, batch: Any, stage: str) -> None:
+    def _eval_step(self, batch: Any, batch_idx: int, stage: str) -> None:
         x = self._memory_format(self.to_model_range(self._images(batch)))
-        fake = self.G(self.sample_z(x.shape[0]))
+        fake = self.G(self.sample_z(x.shape[0], self._noise_generator(stage, batch_idx)))
         real_logits, fake_logits = self.D(x), self.D(fake)
         self.log_dict(
             {
@@ -442,10 +554,10 @@ class GAN(L.LightningModule):
         )
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+        self._eval_step(batch, batch_idx, "val")
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+        self._eval_step(batch, batch_idx, "test")
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """``batch`` is a tensor of sample indices; returns that many uint8 samples (N, C, H, W)."""

@@ -35,7 +35,8 @@ def test_fit_and_test_with_the_paper_config(tmp_path: Path) -> None:
         "--trainer.accelerator", "cpu", "--trainer.logger.init_args.save_dir", str(logs),
         "--trainer.enable_progress_bar", "false",
     ]  # fmt: skip
-    _cli("fit", *common, "--trainer.max_steps", "4", "--trainer.log_every_n_steps", "1")
+    fit = ["--trainer.max_steps", "4", "--trainer.log_every_n_steps", "1", "--trainer.check_val_every_n_epoch", "1"]
+    _cli("fit", *common, *fit)
     run = logs / "mnist" / "version_0"
     assert (run / "checkpoints" / "last.ckpt").is_file()
     events = EventAccumulator(str(run))

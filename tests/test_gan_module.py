@@ -85,10 +85,10 @@ class Recording(GAN):
         self.z_drawn: list[torch.Tensor] = []
         self.real_seen: list[torch.Tensor] = []
 
-    def _step(self, opt, loss, network):
-        name = "D" if network is self.D else "G"
+    def _take_step(self, opt):
+        name = "D" if opt.param_groups[0]["params"][0] is next(self.D.parameters()) else "G"
         other = self.G if name == "D" else self.D
-        super()._step(opt, loss, network)
+        super()._take_step(opt)
         # Gradients of the other network at the moment of this update (must be none: toggling).
         self.events.append((name, any(p.grad is not None for p in other.parameters())))
 
@@ -139,11 +139,11 @@ def test_every_update_draws_fresh_noise_and_every_d_update_its_own_batch(tmp_pat
 def test_noise_stream_depends_on_seed_rank_and_step_only():
     a, b = tiny_gan(noise_seed=7), tiny_gan(noise_seed=7)
     a.setup("fit"), b.setup("fit")
-    za = a.sample_z(4, a._step_noise_generator())
-    zb = b.sample_z(4, b._step_noise_generator())
+    za = a.sample_z(4, a._noise_generator(a.d_updates))
+    zb = b.sample_z(4, b._noise_generator(b.d_updates))
     assert torch.equal(za, zb)  # same seed, rank and step: a resumed run continues the same stream
     b.d_updates = 1
-    assert not torch.equal(za, b.sample_z(4, b._step_noise_generator()))
+    assert not torch.equal(za, b.sample_z(4, b._noise_generator(b.d_updates)))
 
 
 def test_fixed_noise_is_saved_in_the_checkpoint():
@@ -276,3 +276,105 @@ def test_grad_clip_norm_clips_each_update(tmp_path, clip):
         assert max(model.norms) > 1e-2
     else:
         assert max(model.norms) <= clip * 1.001
+
+
+# --- update orders (the gradients themselves: tests/test_update_order.py) ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"update": "simultaneous", "k": 2}, "model.k must be 1 with model.update simultaneous"),
+        ({"update": "interleaved"}, "model.update must be one of"),
+        ({"g_samples": "reused"}, "model.g_samples must be one of"),
+    ],
+)
+def test_bad_update_options_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_gan(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("update", "g_samples", "expected"),
+    [("alternating", None, "fresh"), ("simultaneous", None, "shared"), ("simultaneous", "fresh", "fresh")],
+)
+def test_g_samples_follow_the_update_order_unless_given(update, g_samples, expected):
+    assert tiny_gan(update=update, g_samples=g_samples).g_samples == expected
+
+
+@pytest.mark.parametrize("update", ["alternating", "simultaneous"])
+def test_one_training_step_is_one_update_of_each_network_in_both_orders(tmp_path, update):
+    g, d = MLPGenerator(8, SHAPE, hidden_dims=(16, 16)), MLPDiscriminator(SHAPE, hidden_dims=(16,))
+    model = Recording(g, d, latent_dim=8, image_shape=SHAPE, update=update)
+    trainer(tmp_path, max_epochs=1, limit_train_batches=4).fit(model, loader())
+    assert [e[0] for e in model.events] == ["D", "G"] * 4
+    assert model.global_step == 8 and model.d_updates == 4
+    # Simultaneous: D's step happens while G holds its gradient (taken at the same point); never the reverse.
+    assert [held for name, held in model.events if name == "G"] == [False] * 4
+    assert [held for name, held in model.events if name == "D"] == [update == "simultaneous"] * 4
+    assert len(model.z_drawn) == (8 if update == "alternating" else 4)  # fresh z for G, or D's z reused
+
+
+class WinningD(nn.Module):
+    """A D that is certain every image is fake: D(G(z)) = sigmoid(−20) ≈ 2e-9."""
+
+    def __init__(self):
+        super().__init__()
+        self.bias = nn.Parameter(torch.tensor(-20.0))
+
+    def forward(self, x):
+        return self.bias.expand(x.shape[0], 1) + 0 * x.flatten(1).sum(1, keepdim=True)
+
+
+def test_a_run_where_d_has_won_says_so_once(tmp_path):
+    model = tiny_gan(discriminator=WinningD(), d_optimizer=partial(torch.optim.SGD, lr=1e-9))
+    with pytest.warns(UserWarning, match=r"D has won: in epoch 0 the mean D\(G\(z\)\) was 2\.1e-09") as caught:
+        trainer(tmp_path, max_epochs=3, limit_train_batches=2).fit(model, loader())
+    assert sum("D has won" in str(w.message) for w in caught) == 1  # once, not every epoch
+    assert model.current_epoch == 3  # a warning only: without EarlyStopping the run goes on
+
+
+def stop_after_3_dead_epochs():
+    """The EarlyStopping of configs/mnist.yaml."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    return EarlyStopping(
+        monitor="d/won_epochs", mode="min", divergence_threshold=2.5, patience=10**6, check_on_train_epoch_end=True
+    )
+
+
+def test_early_stopping_on_d_won_epochs_ends_a_run_where_d_has_won_for_3_epochs(tmp_path):
+    stop = stop_after_3_dead_epochs()
+    model = tiny_gan(discriminator=WinningD(), d_optimizer=partial(torch.optim.SGD, lr=1e-9))
+    with pytest.warns(UserWarning, match="D has won"):
+        trainer(tmp_path, max_epochs=10, limit_train_batches=2, callbacks=[stop]).fit(model, loader())
+    assert stop.stopped_epoch == 2 and model.current_epoch == 3 and model.d_won_epochs == 3
+    # A healthy run (D(G(z)) near 0.5) is not stopped, and its count stays 0.
+    stop = stop_after_3_dead_epochs()
+    model = tiny_gan()
+    trainer(tmp_path, max_epochs=4, limit_train_batches=2, callbacks=[stop]).fit(model, loader())
+    assert stop.stopped_epoch == 0 and model.current_epoch == 4 and model.d_won_epochs == 0
+
+
+class WinsOnlyInEpoch(WinningD):
+    """A D that rejects every sample in one epoch only (as a run that dips and recovers)."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs, self.epoch = epochs, 0
+
+    def forward(self, x):
+        return super().forward(x) + (0 if self.epoch in self.epochs else 20.0)
+
+
+class EpochCounter(L.Callback):
+    def on_train_epoch_start(self, trainer, pl_module):
+        pl_module.D.epoch = trainer.current_epoch
+
+
+def test_a_dip_shorter_than_3_epochs_warns_but_is_not_stopped(tmp_path):
+    stop = stop_after_3_dead_epochs()
+    model = tiny_gan(discriminator=WinsOnlyInEpoch({1, 2}), d_optimizer=partial(torch.optim.SGD, lr=1e-9))
+    with pytest.warns(UserWarning, match="D has won: in epoch 1"):
+        trainer(tmp_path, max_epochs=5, limit_train_batches=2, callbacks=[stop, EpochCounter()]).fit(model, loader())
+    assert stop.stopped_epoch == 0 and model.current_epoch == 5 and model.d_won_epochs == 0
