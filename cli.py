@@ -9,15 +9,21 @@ It also adds the writer of ``predict``'s samples (``--sampler.*``, see sampling.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
 
+from checkpoints import AtomicCheckpointIO, newest_readable, read_checkpoint
 from datamodule import DataError
 from gan_module import GAN
 from sampling import SampleWriter
@@ -60,12 +66,66 @@ class ConfigError(ValueError):
     """An option's value is not allowed; raised before anything is trained."""
 
 
+@rank_zero_only
+def _note(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts / Namespaces as {"a.b.c": leaf}."""
+    if hasattr(tree, "as_dict"):
+        tree = tree.as_dict()
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _one_line(message: str) -> str:
+    """jsonargparse's report of a value refused inside a ``class_path`` union, cut to the refusal itself."""
+    if "Does not validate against any of the Union subtypes" not in message:
+        return message
+    reasons = [line.strip()[2:] for line in message.splitlines() if line.strip().startswith("- ")]
+    reasons = [r for r in reasons if not r.startswith("Expected a <class 'NoneType'>")]
+    return reasons[0] if len(reasons) == 1 else message
+
+
+def _check_yaml_files(args: list[str] | None) -> None:
+    """A config file that is not valid YAML is named in the error (jsonargparse's own message does not)."""
+    args = sys.argv[1:] if args is None else args
+    for i, arg in enumerate(args):
+        path = args[i + 1] if arg in ("-c", "--config") and i + 1 < len(args) else arg.partition("=")[2]
+        if not (arg in ("-c", "--config") or arg.startswith("--config=")) or not Path(path).is_file():
+            continue
+        try:
+            yaml.safe_load(Path(path).read_text())
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(f"{path} is not valid YAML: {problem}{where}") from None
+
+
 class GANCLI(LightningCLI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("auto_configure_optimizers", False)  # the model builds its two optimizers
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})  # a resume rewrites its run's config
+        _check_yaml_files(kwargs.get("args"))
+        self.checkpoint: dict[str, Any] | None = None  # the content of --ckpt_path, read once
         super().__init__(GAN, L.LightningDataModule, *args, **kwargs)
+
+    def _parse_ckpt_path(self) -> None:
+        """Leave the parsed options as they are.
+
+        LightningCLI replaces the model options with the hyperparameters stored in a checkpoint given by path, so
+        ``--ckpt_path run/last.ckpt --model.k 2`` would train with the checkpoint's k. Here the config and the
+        command line always decide, for ``last`` and for a path alike; a checkpoint whose weights do not fit the
+        model they build is refused, and options that differ from the checkpoint's are listed (see
+        ``_compare_with_checkpoint``).
+        """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -95,14 +155,70 @@ class GANCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except (ValueError, TypeError) as err:
-            raise ConfigError(str(err)) from err
+            raise ConfigError(_one_line(str(err))) from err
+        if self.checkpoint is not None:
+            self._compare_with_checkpoint()
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except DataError:
+            self._remove_unused_run_folder()
+            raise
+
+    @rank_zero_only
+    def _remove_unused_run_folder(self) -> None:
+        """A run that failed before its first step leaves no empty ``version_N`` behind (a resumed run's stays)."""
+        logger, cfg = self.trainer.logger, self.config[self.subcommand]
+        if not isinstance(logger, TensorBoardLogger) or self.trainer.global_step > 0 or cfg.get("ckpt_path"):
+            return
+        logger.finalize("failed")  # closes the event file
+        run = Path(logger.log_dir)
+        if run.is_dir() and not any(run.rglob("*.ckpt")):
+            shutil.rmtree(run, ignore_errors=True)
+            if run.parent.is_dir() and not any(run.parent.iterdir()):
+                run.parent.rmdir()  # the logger's name folder, made for this run
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default: make writes atomic
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
+
+    def _compare_with_checkpoint(self) -> None:
+        """Refuse a checkpoint whose weights do not fit the model; list the options that differ from its own."""
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        path, saved = cfg.ckpt_path, self.checkpoint.get("state_dict", {})
+        ours = {k: v for k, v in self.model.state_dict().items() if not k.startswith("G_ema.")}
+        hparams = self.checkpoint.get("hyper_parameters", {})
+        differing = {
+            key: (value, mine)
+            for key, mine in _flat(cfg.model).items()
+            if key in (flat := _flat(hparams)) and (value := flat[key]) != mine and not key.endswith("image_shape")
+        }
+        trained_with = "; ".join(f"model.{key}={value!r} (here {mine!r})" for key, (value, mine) in differing.items())
+        misfits = [
+            f"{key}: {tuple(saved[key].shape)} in the checkpoint, {tuple(t.shape)} here"
+            for key, t in ours.items()
+            if key in saved and tuple(saved[key].shape) != tuple(t.shape)
+        ]
+        missing = [key for key in ours if key not in saved]
+        if misfits or missing:
+            what = misfits[0] if misfits else f"{missing[0]} is not in the checkpoint"
+            hint = f"; it was trained with {trained_with}" if trained_with else ""
+            raise ConfigError(
+                f"--ckpt_path {path} does not fit the model these options build ({what}){hint}. Use the options it "
+                "was trained with (its run folder holds config.yaml: --config .../config.yaml)"
+            )
+        if trained_with:
+            _note(f"Note: options differ from the checkpoint's, this run uses the given ones: {trained_with}")
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         self._refuse_automatic_only_options(cfg)
         self._choose_strategy(cfg)
         self._unfuse_adam_for_clipping_with_fp16(cfg)
-        self._resolve_last_checkpoint(cfg)
+        self._resolve_checkpoint(cfg)
 
     @staticmethod
     def _refuse_automatic_only_options(cfg: Any) -> None:
@@ -147,24 +263,38 @@ class GANCLI(LightningCLI):
         if strategy == "auto" and processes > 1:
             trainer.strategy = DDP_STRATEGY
 
-    def _resolve_last_checkpoint(self, cfg: Any) -> None:
-        if cfg.get("ckpt_path") != "last":
-            return
-        run_dir = _logger_dir(cfg.trainer.logger)
-        if run_dir is None:
-            return  # not our logger layout: leave "last" to Lightning
-        found = sorted(run_dir.glob("version_*/checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime)
-        if not found:
-            raise ConfigError(
-                f"--ckpt_path last: no last.ckpt under {run_dir}/version_*/checkpoints; train first "
-                "(python cli.py fit ...) or give the checkpoint's path"
-            )
-        last = found[-1]
-        cfg.ckpt_path = str(last)
-        if self.subcommand == "fit":
+    def _resolve_checkpoint(self, cfg: Any) -> None:
+        """Check ``--ckpt_path`` before anything runs: ``last`` becomes the newest readable checkpoint of the
+        config's runs (an unreadable one is skipped with a warning); a path must be a readable checkpoint."""
+        path, run_dir = cfg.get("ckpt_path"), _logger_dir(cfg.trainer.logger)
+        if not path or path in ("best", "hpc", "registry") or (path == "last" and run_dir is None):
+            return  # Lightning's own meanings
+        if path == "last":
+            candidates = list(run_dir.glob("version_*/checkpoints/*.ckpt"))
+            found, self.checkpoint, skipped = newest_readable(candidates)
+            for bad, reason in skipped:
+                if self.subcommand == "fit" and found is not None:
+                    # Out of the way, so that this run writes its own last.ckpt under the usual name.
+                    rank_zero_only(bad.rename)(bad.with_name(bad.name + ".unreadable"))
+                    reason += f"; renamed to {bad.name}.unreadable"
+                _note(f"Warning: skipping {reason}")
+            if found is None:
+                raise ConfigError(
+                    f"--ckpt_path last: no readable checkpoint under {run_dir}/version_*/checkpoints; train first "
+                    "(python cli.py fit ...) or give the checkpoint's path"
+                )
+            cfg.ckpt_path = str(found)
+        else:
+            try:
+                self.checkpoint = read_checkpoint(path)
+            except ValueError as err:
+                raise ConfigError(f"--ckpt_path: {err}") from None
+        found = Path(cfg.ckpt_path)
+        in_run = run_dir is not None and found.parent.name == "checkpoints" and found.parent.parent.parent == run_dir
+        if self.subcommand == "fit" and in_run:
             # Keep logging into the run being resumed, so TensorBoard shows one continuous run.
-            cfg.trainer.logger.init_args.version = last.parent.parent.name
-        print(f"Resuming from {last}", file=sys.stderr)
+            cfg.trainer.logger.init_args.version = found.parent.parent.name
+        _note(f"{'Resuming from' if self.subcommand == 'fit' else 'Loading'} {found}")
 
 
 def main(args: list[str] | None = None) -> GANCLI:

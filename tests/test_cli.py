@@ -157,7 +157,7 @@ def test_missing_data_is_one_line(tmp_path):
 def test_resume_without_a_run_says_so(cifar_dir, tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["fit", *base_args(cifar_dir, tmp_path / "logs", "--ckpt_path", "last")])
-    assert "--ckpt_path last: no last.ckpt under" in capsys.readouterr().err
+    assert "--ckpt_path last: no readable checkpoint under" in capsys.readouterr().err
 
 
 def test_a_loss_that_goes_nan_stops_the_run_and_keeps_the_last_good_checkpoint(cifar_dir, tmp_path):
@@ -179,9 +179,19 @@ def test_a_loss_that_goes_nan_stops_the_run_and_keeps_the_last_good_checkpoint(c
     last_line = proc.stderr.strip().splitlines()[-1]
     assert last_line.startswith("error: loss/d became nan")
     assert "at global step 26 (epoch 2, after 13 D updates)" in last_line
+    assert f"the last checkpoint written, {logs / 'cifar' / 'version_0' / 'checkpoints'}" in last_line
     ckpt = torch.load(logs / "cifar" / "version_0" / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 24  # the last checkpoint before the failure ...
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())  # ... is good
+
+
+def test_a_nan_before_any_checkpoint_says_that_none_was_written(cifar_dir, tmp_path):
+    args = ["--model.discriminator", "tests.probes.NaNAfterDiscriminator", "--model.discriminator.init_args.after", "4"]
+    proc = run_cli("fit", *base_args(cifar_dir, tmp_path / "logs", *args))
+    assert proc.returncode == 2
+    last_line = proc.stderr.strip().splitlines()[-1]
+    assert "at global step 2 " in last_line and "no checkpoint had been written yet" in last_line
+    assert not list((tmp_path / "logs").rglob("*.ckpt"))
 
 
 def test_clipping_under_16_bit_amp_does_not_use_fused_adam(cifar_dir, tmp_path):
