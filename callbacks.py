@@ -31,8 +31,8 @@ def _param_groups(trainer: L.Trainer) -> list[dict[str, Any]]:
 class MomentumRamp(Callback):
     """Momentum rising linearly from ``start`` to ``end`` over the first ``epochs`` epochs, then held.
 
-    Sets the ``momentum`` of every parameter group of every optimizer (SGD's momentum; both G's and D's) at
-    the start of each training epoch: epoch e (0-based) trains with
+    Sets the ``momentum`` of every parameter group of every optimizer (SGD's momentum; both G's and D's)
+    before every training step: epoch e (0-based) trains with
     ``start + (end − start) · min(e / (epochs − 1), 1)``. With (0.5, 0.7, 250) this is exactly pylearn2's
     ``MomentumAdjustor(start=1, saturate=250, final_momentum=0.7)`` on ``Momentum(init_momentum=0.5)`` as the
     authors' ``mnist.yaml`` uses it: 0.5 in the first epoch, 0.7 from the 250th on. The value depends on the
@@ -65,7 +65,11 @@ class MomentumRamp(Callback):
                     "torch.optim.SGD for model.g_optimizer and model.d_optimizer, or remove MomentumRamp"
                 )
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        # Set before every step, not once per epoch: Lightning skips on_train_epoch_start for the epoch that a
+        # run resumed from a mid-epoch checkpoint goes on with (and, after the epoch's last batch, the next one).
         momentum = self.momentum(trainer.current_epoch)
         for group in _param_groups(trainer):
             group["momentum"] = momentum

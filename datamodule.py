@@ -12,6 +12,7 @@ import math
 import os
 import pickle
 import struct
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -22,6 +23,7 @@ import torch
 import torchvision
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torchvision.datasets.utils import check_integrity
 from torchvision.transforms.v2 import functional as TF
 
 
@@ -65,24 +67,32 @@ def _identity(batch: torch.Tensor) -> torch.Tensor:  # the batch is already a te
     return batch
 
 
-class OnDeviceBatches:
-    """Minibatches of a uint8 image tensor that lives on the training device, cut there by indexing.
+class SeededBatches:
+    """Minibatches of a uint8 image tensor in a seeded order that a checkpoint resumes batch for batch.
 
-    No worker processes and no host copies: per epoch one index tensor is built and moved to the device, then
-    every batch is ``images[index[i : i + batch_size]]`` on the device. The order and the sharding are those
-    of torch's ``DistributedSampler`` (what Lightning puts into a DataLoader in multi-process runs): one
-    permutation seeded by ``seed + epoch``, the same on every rank, of which rank r takes positions
-    r, r + world_size, ... (padded by repetition to a multiple of world_size), so the ranks' shards are
-    disjoint and together cover the data. Lightning calls ``sampler.set_epoch`` at every epoch.
+    The order and the sharding are those of torch's ``DistributedSampler`` (what Lightning puts into a
+    DataLoader in multi-process runs): one permutation seeded by ``seed + epoch``, the same on every rank, of
+    which rank r takes positions r, r + world_size, ... (padded by repetition to a multiple of world_size), so
+    the ranks' shards are disjoint and together cover the data. Lightning calls ``sampler.set_epoch`` at every
+    epoch. The order depends on nothing else (not on the global RNG), so it is the same after a resume.
+
+    It is also what Lightning calls a stateful loader: a checkpoint saves ``state_dict()`` (the epoch and the
+    batches handed out in it) and a resumed run loads it, so a run resumed in the middle of an epoch goes on
+    with the next batch of that epoch instead of starting it over. Lightning takes no batch ahead from a loader
+    with a length, so the batches handed out are the batches trained on when the checkpoint is written.
+
+    Batches are cut by indexing the tensor where it lives (on the GPU with ``data.on_device``), or, with
+    ``num_workers`` > 0, fetched by a DataLoader's worker processes (started anew every epoch).
 
     Args:
-        images: uint8 tensor (N, C, H, W), already on the device.
+        images: uint8 tensor (N, C, H, W).
         batch_size: images per batch.
         shuffle: a new seeded permutation every epoch (training) or the data's order (validation, test).
         drop_last: leave out the last, incomplete batch.
         num_replicas: number of processes (the world size).
         rank: this process's global rank.
         seed: seed of the permutation; must be the same on every rank.
+        num_workers: DataLoader worker processes (0: cut the batches in this process).
     """
 
     def __init__(
@@ -94,23 +104,52 @@ class OnDeviceBatches:
         num_replicas: int = 1,
         rank: int = 0,
         seed: int = 0,
+        num_workers: int = 0,
     ) -> None:
         self.images = images
         self.batch_size = batch_size
         self.drop_last = drop_last
+        self.num_workers = num_workers
         self.batch_sampler = None  # what Lightning's DataLoader checks look for
         self.sampler = DistributedSampler(
             range(len(images)), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False
         )
+        self._handed_out = (0, 0)  # (epoch, batches of it handed out so far)
+        self._resume_at: tuple[int, int] | None = None  # from a checkpoint: (epoch, batches to skip)
 
     def __len__(self) -> int:
         n = len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        index = torch.tensor(list(self.sampler), dtype=torch.long).to(self.images.device, non_blocking=True)
-        for i in range(len(self)):
-            yield self.images.index_select(0, index[i * self.batch_size : (i + 1) * self.batch_size])
+        epoch, start = self.sampler.epoch, 0
+        if self._resume_at is not None:
+            start = self._resume_at[1] if self._resume_at[0] == epoch else 0
+            self._resume_at = None
+        index = torch.tensor(list(self.sampler), dtype=torch.long)
+        spans = [index[i * self.batch_size : (i + 1) * self.batch_size] for i in range(start, len(self))]
+        if self.num_workers:
+            batches: Iterator[torch.Tensor] = iter(
+                DataLoader(
+                    UInt8Images(self.images),
+                    batch_sampler=[span.tolist() for span in spans],
+                    num_workers=self.num_workers,
+                    collate_fn=_identity,
+                    pin_memory=torch.cuda.is_available(),
+                )
+            )
+        else:
+            batches = (self.images.index_select(0, span.to(self.images.device, non_blocking=True)) for span in spans)
+        for done, batch in enumerate(batches, start=start + 1):
+            self._handed_out = (epoch, done)
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        epoch, batches = self._handed_out
+        return {"epoch": epoch, "batches": batches}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume_at = (int(state["epoch"]), int(state["batches"]))
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -127,7 +166,7 @@ class ImageDataModule(L.LightningDataModule):
         val_size: hold out the last ``val_size`` training images for validation; 0 validates on the test split.
         num_predict: samples that ``predict`` generates.
         on_device: keep the whole data set on the training device (GPU) and cut batches there
-            (:class:`OnDeviceBatches`): no workers, no host-to-device copy per batch. CIFAR-10 takes 150 MB.
+            (:class:`SeededBatches`): no workers, no host-to-device copy per batch. CIFAR-10 takes 150 MB.
             Each process holds a copy and reads its own shard, as with Lightning's DistributedSampler.
     """
 
@@ -231,41 +270,39 @@ class ImageDataModule(L.LightningDataModule):
                 f"data.batch_size={self.batch_size} is larger than the {len(self.train_images)} training images"
             )
 
-    def _loader(self, images: torch.Tensor, shuffle: bool, drop_last: bool) -> DataLoader | OnDeviceBatches:
-        if self.on_device:
-            return self._on_device_loader(images, shuffle, drop_last)
-        return DataLoader(
-            UInt8Images(images),
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            drop_last=drop_last,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=_identity,
-            pin_memory=torch.cuda.is_available(),
-        )
-
-    def _on_device_loader(self, images: torch.Tensor, shuffle: bool, drop_last: bool) -> OnDeviceBatches:
-        """The split moved (once) to the LightningModule's device, sharded like Lightning's DistributedSampler."""
+    def _loader(self, images: torch.Tensor, shuffle: bool) -> DataLoader | SeededBatches:
+        """Training (``shuffle``) and on-device loaders are :class:`SeededBatches`; evaluation on the host is a
+        plain DataLoader in the data's order (Lightning shards it in multi-process runs)."""
+        if not (shuffle or self.on_device):
+            return DataLoader(
+                UInt8Images(images),
+                batch_size=self.batch_size,
+                num_workers=self.num_workers,
+                persistent_workers=self.num_workers > 0,
+                collate_fn=_identity,
+                pin_memory=torch.cuda.is_available(),
+            )
         device, rank, world = torch.device("cpu"), 0, 1
         if self.trainer is not None:
             device, rank, world = self.trainer.strategy.root_device, self.trainer.global_rank, self.trainer.world_size
-        key = (id(images), str(device))  # val and test may be the same tensor: one copy
-        if key not in self._device_copies:
-            self._device_copies[key] = images.to(device)
+        if self.on_device:
+            key = (id(images), str(device))  # val and test may be the same tensor: one copy
+            if key not in self._device_copies:
+                self._device_copies[key] = images.to(device)
+            images = self._device_copies[key]
         # The seed Lightning gives its DistributedSampler: the same on every rank (seed_everything exports it).
         seed = int(os.getenv("PL_GLOBAL_SEED", 0))
-        return OnDeviceBatches(self._device_copies[key], self.batch_size, shuffle, drop_last, world, rank, seed)
+        # drop_last in training: every D update sees a full minibatch (and BatchNorm never sees a batch of one).
+        return SeededBatches(images, self.batch_size, shuffle, shuffle, world, rank, seed, self.num_workers)
 
-    def train_dataloader(self) -> DataLoader | OnDeviceBatches:
-        # drop_last: every D update sees a full minibatch (and BatchNorm never sees a batch of one).
-        return self._loader(self.train_images, shuffle=True, drop_last=True)
+    def train_dataloader(self) -> SeededBatches:
+        return self._loader(self.train_images, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader | OnDeviceBatches:
-        return self._loader(self.val_images, shuffle=False, drop_last=False)
+    def val_dataloader(self) -> DataLoader | SeededBatches:
+        return self._loader(self.val_images, shuffle=False)
 
-    def test_dataloader(self) -> DataLoader | OnDeviceBatches:
-        return self._loader(self.test_images, shuffle=False, drop_last=False)
+    def test_dataloader(self) -> DataLoader | SeededBatches:
+        return self._loader(self.test_images, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
         return DataLoader(NoiseIndices(self.num_predict), batch_size=self.batch_size, collate_fn=_identity)
@@ -329,8 +366,26 @@ class CIFAR10DataModule(ImageDataModule):
     def _download(self) -> None:
         self._dataset_class()(str(self.data_dir), train=True, download=True)
 
+    def _unreadable_file(self, train: bool) -> Path:
+        """The first batch file of the split that does not unpickle (the folder if each one does)."""
+        folder = Path(self.data_dir) / _TorchvisionCIFAR10.base_folder
+        names = _TorchvisionCIFAR10.train_list if train else _TorchvisionCIFAR10.test_list
+        for name, _ in names:
+            try:
+                with open(folder / name, "rb") as f:
+                    pickle.load(f, encoding="latin1")
+            except Exception:
+                return folder / name
+        return folder
+
     def _missing_message(self) -> str:
-        return f"CIFAR-10 was not found in {self.data_dir / 'cifar-10-batches-py'} (or failed its md5 check)"
+        folder = Path(self.data_dir) / _TorchvisionCIFAR10.base_folder
+        if folder.is_dir() and self.verify_checksums:
+            names = _TorchvisionCIFAR10.train_list + _TorchvisionCIFAR10.test_list
+            bad = [name for name, md5 in names if not check_integrity(str(folder / name), md5)]
+            if bad:
+                return f"CIFAR-10 in {folder} is damaged: {', '.join(bad)} missing or failing its md5 check"
+        return f"CIFAR-10 was not found in {folder}"
 
     def _offline_hint(self) -> str:
         return (
@@ -340,7 +395,13 @@ class CIFAR10DataModule(ImageDataModule):
         )
 
     def _load(self, train: bool) -> torch.Tensor:
-        ds = self._dataset_class()(str(self.data_dir), train=train, download=False)
+        try:
+            ds = self._dataset_class()(str(self.data_dir), train=train, download=False)
+        except (pickle.UnpicklingError, EOFError, OSError, ValueError, KeyError) as err:
+            raise DataError(
+                f"{self._unreadable_file(train)} is unreadable ({type(err).__name__}: {err}). Delete the folder and "
+                f"extract cifar-10-python.tar.gz again: tar -xzf cifar-10-python.tar.gz -C {self.data_dir}"
+            ) from err
         # torchvision stacks the channel-major rows of the archive into (N, 3, 32, 32) and hands out an NHWC view
         # of it: transposing back gives that array itself, so no copy is made (a copy would raise peak memory).
         return torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
@@ -362,8 +423,11 @@ def read_idx_images(path: str | Path) -> torch.Tensor:
         The images, uint8, shape (N, H, W).
     """
     path = Path(path)
-    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
-        data = f.read()
+    try:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError, zlib.error) as err:  # a cut-off or damaged .gz
+        raise ValueError(f"{path} is unreadable ({type(err).__name__}: {err})") from err
     magic, n, h, w = struct.unpack(">4I", data[:16]) if len(data) >= 16 else (0, 0, 0, 0)
     if magic != 2051 or len(data) != 16 + n * h * w:  # 0x00000803: unsigned bytes, 3 dimensions
         raise ValueError(f"{path} is not an IDX image file (magic {magic}, {len(data)} bytes for {n}×{h}×{w})")
@@ -450,7 +514,7 @@ class MNISTDataModule(ImageDataModule):
         try:
             images = read_idx_images(self._find(folder, self.files[train]))
         except ValueError as err:
-            raise DataError(str(err)) from err
+            raise DataError(f"{err}: delete it and download again, or copy the original file there") from err
         if tuple(images.shape[1:]) != self.image_shape[1:]:
             raise DataError(f"{self.name} images must be 28×28, {folder} holds {tuple(images.shape[1:])}")
         return images.unsqueeze(1).contiguous()  # (N, 1, 28, 28)

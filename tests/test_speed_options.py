@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from datamodule import CIFAR10DataModule, OnDeviceBatches, UInt8Images, _identity
+from datamodule import CIFAR10DataModule, SeededBatches, UInt8Images, _identity
 from gan_module import GAN, GANAdam
 from networks import MLPDiscriminator, MLPGenerator
 from tests.fake_data import write_cifar10
@@ -81,7 +81,7 @@ def test_on_device_shards_are_disjoint_and_cover_the_data(n: int, world: int) ->
     images = _numbered_images(n)
     shards = []
     for rank in range(world):
-        loader = OnDeviceBatches(images, 8, shuffle=True, drop_last=False, num_replicas=world, rank=rank, seed=3)
+        loader = SeededBatches(images, 8, shuffle=True, drop_last=False, num_replicas=world, rank=rank, seed=3)
         shards.append([i for batch in loader for i in _ids(batch)])
     assert all(len(s) == -(-n // world) for s in shards)  # equal shares, padded like DistributedSampler
     everything = [i for s in shards for i in s]
@@ -99,7 +99,7 @@ def test_on_device_shards_are_disjoint_and_cover_the_data(n: int, world: int) ->
 def test_on_device_batches_equal_a_dataloader_with_distributed_sampler(shuffle: bool, drop_last: bool) -> None:
     images = _numbered_images(150)
     for rank in range(2):
-        ours = OnDeviceBatches(images, 16, shuffle, drop_last, num_replicas=2, rank=rank, seed=7)
+        ours = SeededBatches(images, 16, shuffle, drop_last, num_replicas=2, rank=rank, seed=7)
         sampler = DistributedSampler(range(150), num_replicas=2, rank=rank, shuffle=shuffle, seed=7)
         plain = DataLoader(UInt8Images(images), 16, sampler=sampler, drop_last=drop_last, collate_fn=_identity)
         orders = []
@@ -121,7 +121,7 @@ def test_on_device_loader_takes_rank_world_size_and_device_from_the_trainer(cifa
         strategy=SimpleNamespace(root_device=torch.device("cpu")), global_rank=1, world_size=2
     )
     train = data.train_dataloader()
-    assert isinstance(train, OnDeviceBatches)
+    assert isinstance(train, SeededBatches)
     assert (train.sampler.rank, train.sampler.num_replicas, train.sampler.shuffle) == (1, 2, True)
     assert len(train) == 320 // 2 // 16
     val = data.val_dataloader()
@@ -156,7 +156,7 @@ def test_on_device_trains_and_sees_the_whole_epoch(cifar_dir: Path) -> None:
 
     model, data = _tiny_gan(), _data(cifar_dir, on_device=True)
     trainer = _fit(model, data, batches=1.0, callbacks=[Record()])
-    assert isinstance(trainer.train_dataloader, OnDeviceBatches)
+    assert isinstance(trainer.train_dataloader, SeededBatches)
     assert model.d_updates == 320 // 16
     everything = {hashlib.md5(img.numpy().tobytes()).hexdigest() for img in data.train_images}
     assert len(seen) == len(set(seen)) == 320 and set(seen) == everything

@@ -1,0 +1,114 @@
+"""A resumed run ends bitwise identical to the uninterrupted run, whether it resumed mid-epoch or between epochs.
+
+Each case trains two epochs straight through, and the same run in three pieces: killed (SIGKILL) before the 5th
+of the 10 batches of epoch 0, with a checkpoint after every batch (``checkpoint.every_n_train_steps``); resumed
+with ``--ckpt_path last`` to the end of epoch 0; resumed again to the end of epoch 1.
+Every tensor of the final state dict and of both optimizers' states must be equal, and so must the loop, the
+callbacks' and the GAN's own state (D updates, noise seed). Real runs of ``cli.py`` on tiny networks, on the
+host loader and ``data.on_device``, in one process and in two (DDP on the CPU). ``configs/mnist.yaml``
+covers D's dropout (the global RNG), SGD momentum and the learning-rate schedule's state; ``configs/cifar.yaml``
+covers Adam and G's BatchNorm.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.fake_data import write_cifar10, write_mnist
+
+ROOT = Path(__file__).resolve().parents[1]
+BATCHES = 10  # per epoch and process
+
+TINY = {
+    "configs/mnist.yaml": [
+        "--model.generator.init_args.hidden_dims", "[24, 24]",
+        "--model.discriminator.init_args.hidden_dims", "[12, 12]",
+        "--data.val_size", "40", "--trainer.callbacks+=lightning.pytorch.callbacks.LearningRateMonitor",
+    ],
+    "configs/cifar.yaml": [
+        "--model.generator.init_args.hidden_dims", "[16, 16, 16]",
+        "--model.discriminator.init_args.hidden_dims", "[16]",
+        "--data.verify_checksums", "false",
+    ],
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data_dirs(tmp_path_factory) -> dict[str, Path]:
+    mnist, cifar = tmp_path_factory.mktemp("mnist"), tmp_path_factory.mktemp("cifar")
+    write_mnist(mnist, n_train=40 + BATCHES * 16, n_test=16)
+    write_cifar10(cifar, n_train=BATCHES * 16, n_test=16)
+    return {"configs/mnist.yaml": mnist, "configs/cifar.yaml": cifar}
+
+
+def fit(config: str, data: Path, logs: Path, devices: int, on_device: bool, *extra: str, killed: bool = False) -> str:
+    batch = 16 // devices  # the same global batch, so one and two processes take the same number of steps
+    args = ["fit", "--config", config, "--data.data_dir", str(data), "--data.batch_size", str(batch)]
+    args += [*TINY[config], "--data.on_device", str(on_device).lower(), "--trainer.devices", str(devices)]
+    args += ["--trainer.accelerator", "cpu", "--trainer.logger.init_args.save_dir", str(logs)]
+    args += ["--trainer.enable_progress_bar", "false", "--trainer.limit_val_batches", "0"]
+    args += ["--checkpoint.every_n_train_steps", "2", *extra]  # after every batch (k = 1: 2 optimizer steps each)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, "cli.py", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+    if killed:  # SIGKILL; in two processes rank 0 may instead fail on the socket of the rank that died first
+        assert proc.returncode == -9 or (devices == 2 and proc.returncode != 0), proc.stderr[-3000:]
+    else:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stderr
+
+
+def last_checkpoint(logs: Path) -> dict:
+    (path,) = logs.glob("*/version_0/checkpoints/last.ckpt")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def assert_bitwise_equal(a, b, where: str = "") -> None:
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_bitwise_equal(a[key], b[key], f"{where}/{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_bitwise_equal(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+CASES = [
+    ("configs/mnist.yaml", 1, False),
+    ("configs/mnist.yaml", 1, True),
+    ("configs/mnist.yaml", 2, False),
+    ("configs/cifar.yaml", 1, False),
+    ("configs/cifar.yaml", 2, True),
+]
+
+
+@pytest.mark.parametrize(("config", "devices", "on_device"), CASES)
+def test_resumed_run_is_bitwise_the_straight_run(data_dirs, tmp_path, config, devices, on_device):
+    data = data_dirs[config]
+    straight, pieces = tmp_path / "straight", tmp_path / "pieces"
+    fit(config, data, straight, devices, on_device, "--trainer.max_epochs", "2")
+    kill = ["--trainer.callbacks+=tests.probes.KillAt", "--trainer.callbacks.global_step", "8"]  # before batch 5
+    fit(config, data, pieces, devices, on_device, "--trainer.max_epochs", "2", *kill, killed=True)
+    assert last_checkpoint(pieces)["gan"]["d_updates"] == 4  # written after batch 4 of epoch 0
+    stderr = fit(config, data, pieces, devices, on_device, "--trainer.max_epochs", "1", "--ckpt_path", "last")
+    assert stderr.count("Resuming from ") == 1  # said once, not once per rank
+    assert last_checkpoint(pieces)["gan"]["d_updates"] == BATCHES
+    fit(config, data, pieces, devices, on_device, "--trainer.max_epochs", "2", "--ckpt_path", "last")
+
+    a, b = last_checkpoint(straight), last_checkpoint(pieces)
+    assert a["gan"]["d_updates"] == 2 * BATCHES and a["global_step"] == b["global_step"] == 4 * BATCHES
+    assert_bitwise_equal(a["state_dict"], b["state_dict"], "state_dict")
+    assert_bitwise_equal(a["optimizer_states"], b["optimizer_states"], "optimizer_states")
+    assert_bitwise_equal(a["gan"], b["gan"], "gan")
+    callbacks = {key: value for key, value in a["callbacks"].items() if not key.startswith("ModelCheckpoint")}
+    assert_bitwise_equal(callbacks, {key: b["callbacks"][key] for key in callbacks}, "callbacks")
