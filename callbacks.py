@@ -23,6 +23,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from checks import check_int
+
 
 def _param_groups(trainer: L.Trainer) -> list[dict[str, Any]]:
     return [group for opt in trainer.optimizers for group in opt.param_groups]
@@ -48,8 +50,7 @@ class MomentumRamp(Callback):
         for name, value in (("start", start), ("end", end)):
             if not 0 <= value < 1:
                 raise ValueError(f"MomentumRamp.{name} must be in [0, 1), got {value}")
-        if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-            raise ValueError(f"MomentumRamp.epochs must be an integer >= 1, got {epochs!r}")
+        check_int("MomentumRamp.epochs", epochs, 1)
         self.start, self.end, self.epochs = float(start), float(end), epochs
 
     def momentum(self, epoch: int) -> float:

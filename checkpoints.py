@@ -108,3 +108,29 @@ def newest_readable(candidates: list[Path]) -> tuple[Path | None, dict[str, Any]
         except ValueError as err:
             skipped.append((path, str(err)))
     return None, None, skipped
+
+
+def rng_states(module: Any) -> dict[str, torch.Tensor]:
+    """The global RNG state of every rank (D's dropout draws from it), gathered so that rank 0's checkpoint
+    holds one row per rank. Call it on every rank (``on_save_checkpoint`` runs on every rank)."""
+    states = {"cpu": torch.get_rng_state()}
+    if module.device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(module.device)
+    trainer = module._trainer
+    if trainer is not None and trainer.world_size > 1:
+        states = {key: module.all_gather(state.to(module.device)).cpu() for key, state in states.items()}
+    return states
+
+
+def restore_rng_states(module: Any, states: dict[str, torch.Tensor]) -> None:
+    """This rank's row of ``rng_states``; a checkpoint of another number of processes leaves the RNG as seeded."""
+    world = module._trainer.world_size if module._trainer is not None else 1
+    for key, state in states.items():
+        if state.dim() == 2:  # one row per rank of a multi-process run
+            if state.shape[0] != world:
+                continue
+            state = state[module.global_rank].clone()  # its own storage: set_rng_state ignores a view's offset
+        if key == "cpu":
+            torch.set_rng_state(state.cpu())
+        elif key == "cuda" and module.device.type == "cuda":
+            torch.cuda.set_rng_state(state.cpu(), module.device)

@@ -8,14 +8,13 @@ per-image PIL transform runs and host memory holds 1 byte per pixel.
 from __future__ import annotations
 
 import gzip
-import math
 import os
 import pickle
 import struct
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -26,13 +25,15 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.datasets.utils import check_integrity
 from torchvision.transforms.v2 import functional as TF
 
+from checks import check_ints
+
 
 class DataError(RuntimeError):
     """The data set is missing (and could not be downloaded) or does not fit the options."""
 
 
-class UInt8Images(Dataset):
-    """An in-memory uint8 image tensor (N, C, H, W). ``__getitems__`` fetches a whole batch with one index."""
+class TensorRows(Dataset):
+    """The rows of an in-memory tensor (images (N, C, H, W), or points). ``__getitems__`` fetches a batch at once."""
 
     def __init__(self, images: torch.Tensor) -> None:
         self.images = images
@@ -131,7 +132,7 @@ class SeededBatches:
         if self.num_workers:
             batches: Iterator[torch.Tensor] = iter(
                 DataLoader(
-                    UInt8Images(self.images),
+                    TensorRows(self.images),
                     batch_sampler=[span.tolist() for span in spans],
                     num_workers=self.num_workers,
                     collate_fn=_identity,
@@ -150,6 +151,17 @@ class SeededBatches:
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self._resume_at = (int(state["epoch"]), int(state["batches"]))
+
+
+def seeded_loader(
+    trainer: L.Trainer | None, data: torch.Tensor, batch_size: int, shuffle: bool, num_workers: int = 0
+) -> SeededBatches:
+    """:class:`SeededBatches` for this process: rank and world size from the trainer, and the seed Lightning gives
+    its DistributedSampler (``seed_everything`` exports it as ``PL_GLOBAL_SEED``, the same on every rank). With
+    ``shuffle`` (training) the last incomplete batch is dropped: every D update sees a full minibatch."""
+    rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+    seed = int(os.getenv("PL_GLOBAL_SEED", 0))
+    return SeededBatches(data, batch_size, shuffle, shuffle, world, rank, seed, num_workers)
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -184,14 +196,8 @@ class ImageDataModule(L.LightningDataModule):
         on_device: bool = False,
     ) -> None:
         super().__init__()
-        for key, value, low in (
-            ("batch_size", batch_size, 1),
-            ("num_workers", num_workers, 0),
-            ("val_size", val_size, 0),
-            ("num_predict", num_predict, 1),
-        ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"data.{key} must be an integer >= {low}, got {value!r}")
+        check_ints("data.", 1, batch_size=batch_size, num_predict=num_predict)
+        check_ints("data.", 0, num_workers=num_workers, val_size=val_size)
         self.data_dir = Path(os.path.expanduser(data_dir))
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -275,25 +281,20 @@ class ImageDataModule(L.LightningDataModule):
         plain DataLoader in the data's order (Lightning shards it in multi-process runs)."""
         if not (shuffle or self.on_device):
             return DataLoader(
-                UInt8Images(images),
+                TensorRows(images),
                 batch_size=self.batch_size,
                 num_workers=self.num_workers,
                 persistent_workers=self.num_workers > 0,
                 collate_fn=_identity,
                 pin_memory=torch.cuda.is_available(),
             )
-        device, rank, world = torch.device("cpu"), 0, 1
-        if self.trainer is not None:
-            device, rank, world = self.trainer.strategy.root_device, self.trainer.global_rank, self.trainer.world_size
         if self.on_device:
+            device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
             key = (id(images), str(device))  # val and test may be the same tensor: one copy
             if key not in self._device_copies:
                 self._device_copies[key] = images.to(device)
             images = self._device_copies[key]
-        # The seed Lightning gives its DistributedSampler: the same on every rank (seed_everything exports it).
-        seed = int(os.getenv("PL_GLOBAL_SEED", 0))
-        # drop_last in training: every D update sees a full minibatch (and BatchNorm never sees a batch of one).
-        return SeededBatches(images, self.batch_size, shuffle, shuffle, world, rank, seed, self.num_workers)
+        return seeded_loader(self.trainer, images, self.batch_size, shuffle, self.num_workers)
 
     def train_dataloader(self) -> SeededBatches:
         return self._loader(self.train_images, shuffle=True)
@@ -308,16 +309,15 @@ class ImageDataModule(L.LightningDataModule):
         return DataLoader(NoiseIndices(self.num_predict), batch_size=self.batch_size, collate_fn=_identity)
 
 
-class _TorchvisionCIFAR10(torchvision.datasets.CIFAR10):
-    """torchvision's CIFAR10 with the md5 check optional (tests write small fake batches)."""
+class _CIFAR10(torchvision.datasets.CIFAR10):
+    """torchvision's CIFAR10 with its md5 check switchable (hand-made test folders have other sums)."""
 
-    verify = True
+    def __init__(self, root: str, train: bool, download: bool, verify: bool) -> None:
+        self.verify = verify  # read by _check_integrity, which torchvision's __init__ calls
+        super().__init__(root, train=train, download=download)
 
     def _check_integrity(self) -> bool:
-        if self.verify:
-            return super()._check_integrity()
-        root = Path(self.root) / self.base_folder
-        return all((root / name).is_file() for name, _ in self.train_list + self.test_list)
+        return super()._check_integrity() if self.verify else _cifar_present(Path(self.root), verify=False)
 
     def _load_meta(self) -> None:
         if self.verify:
@@ -325,6 +325,13 @@ class _TorchvisionCIFAR10(torchvision.datasets.CIFAR10):
         with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as f:
             self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+
+
+def _cifar_present(root: Path, verify: bool) -> bool:
+    """Whether every batch file of the archive is in ``root/cifar-10-batches-py`` (and passes its md5)."""
+    folder = root / _CIFAR10.base_folder
+    files = _CIFAR10.train_list + _CIFAR10.test_list
+    return all(check_integrity(str(folder / name), md5 if verify else None) for name, md5 in files)
 
 
 class CIFAR10DataModule(ImageDataModule):
@@ -335,41 +342,30 @@ class CIFAR10DataModule(ImageDataModule):
     extracted, so that ``data_dir/cifar-10-batches-py/data_batch_1`` exists.
 
     Args:
+        data_dir: see :class:`ImageDataModule`; batch_size: 64, Just4GAN's.
         verify_checksums: check the md5 of every batch file (turn off only for hand-made test data).
+        **kwargs: the other arguments of :class:`ImageDataModule`.
     """
 
     image_shape = (3, 32, 32)
     name = "CIFAR-10"
 
     def __init__(
-        self,
-        data_dir: str = "data",
-        batch_size: int = 64,
-        num_workers: int = 0,
-        download: bool = True,
-        val_size: int = 0,
-        num_predict: int = 64,
-        verify_checksums: bool = True,
-        on_device: bool = False,
+        self, data_dir: str = "data", batch_size: int = 64, verify_checksums: bool = True, **kwargs: Any
     ) -> None:
-        super().__init__(data_dir, batch_size, num_workers, download, val_size, num_predict, on_device)
+        super().__init__(data_dir, batch_size, **kwargs)
         self.verify_checksums = verify_checksums
 
-    def _dataset_class(self) -> type[_TorchvisionCIFAR10]:
-        return type("CIFAR10", (_TorchvisionCIFAR10,), {"verify": self.verify_checksums})
-
     def _is_present(self) -> bool:
-        probe = self._dataset_class().__new__(self._dataset_class())
-        probe.root = str(self.data_dir)
-        return probe._check_integrity()
+        return _cifar_present(self.data_dir, self.verify_checksums)
 
     def _download(self) -> None:
-        self._dataset_class()(str(self.data_dir), train=True, download=True)
+        _CIFAR10(str(self.data_dir), train=True, download=True, verify=self.verify_checksums)
 
     def _unreadable_file(self, train: bool) -> Path:
         """The first batch file of the split that does not unpickle (the folder if each one does)."""
-        folder = Path(self.data_dir) / _TorchvisionCIFAR10.base_folder
-        names = _TorchvisionCIFAR10.train_list if train else _TorchvisionCIFAR10.test_list
+        folder = Path(self.data_dir) / _CIFAR10.base_folder
+        names = _CIFAR10.train_list if train else _CIFAR10.test_list
         for name, _ in names:
             try:
                 with open(folder / name, "rb") as f:
@@ -379,9 +375,9 @@ class CIFAR10DataModule(ImageDataModule):
         return folder
 
     def _missing_message(self) -> str:
-        folder = Path(self.data_dir) / _TorchvisionCIFAR10.base_folder
+        folder = Path(self.data_dir) / _CIFAR10.base_folder
         if folder.is_dir() and self.verify_checksums:
-            names = _TorchvisionCIFAR10.train_list + _TorchvisionCIFAR10.test_list
+            names = _CIFAR10.train_list + _CIFAR10.test_list
             bad = [name for name, md5 in names if not check_integrity(str(folder / name), md5)]
             if bad:
                 return f"CIFAR-10 in {folder} is damaged: {', '.join(bad)} missing or failing its md5 check"
@@ -396,7 +392,7 @@ class CIFAR10DataModule(ImageDataModule):
 
     def _load(self, train: bool) -> torch.Tensor:
         try:
-            ds = self._dataset_class()(str(self.data_dir), train=train, download=False)
+            ds = _CIFAR10(str(self.data_dir), train=train, download=False, verify=self.verify_checksums)
         except (pickle.UnpicklingError, EOFError, OSError, ValueError, KeyError) as err:
             raise DataError(
                 f"{self._unreadable_file(train)} is unreadable ({type(err).__name__}: {err}). Delete the folder and "
@@ -452,11 +448,8 @@ class MNISTDataModule(ImageDataModule):
     Args:
         data_dir: the folder described above.
         batch_size: images per minibatch (100 in the paper).
-        num_workers: DataLoader worker processes (0 is fastest for in-memory data).
-        download: download the data set when it is missing.
         val_size: hold out the last ``val_size`` training images for validation (10,000 in the paper).
-        num_predict: samples that ``predict`` generates.
-        on_device: keep the data set on the training device (see ``ImageDataModule``).
+        **kwargs: the other arguments of :class:`ImageDataModule`.
     """
 
     image_shape = (1, 28, 28)
@@ -465,17 +458,8 @@ class MNISTDataModule(ImageDataModule):
     files = {True: "train-images-idx3-ubyte", False: "t10k-images-idx3-ubyte"}  # train=True / False
     offline_hint = ""
 
-    def __init__(
-        self,
-        data_dir: str = "data",
-        batch_size: int = 100,
-        num_workers: int = 0,
-        download: bool = True,
-        val_size: int = 10000,
-        num_predict: int = 64,
-        on_device: bool = False,
-    ) -> None:
-        super().__init__(data_dir, batch_size, num_workers, download, val_size, num_predict, on_device)
+    def __init__(self, data_dir: str = "data", batch_size: int = 100, val_size: int = 10000, **kwargs: Any) -> None:
+        super().__init__(data_dir, batch_size, val_size=val_size, **kwargs)
 
     def _folders(self) -> list[Path]:
         return [self.data_dir / self.torchvision_class.__name__ / "raw", self.data_dir]
@@ -557,10 +541,8 @@ class ImageFolderDataModule(ImageDataModule):
         crop: keep the aspect ratio (scale, then centre-crop) instead of stretching.
         test_dir: optional folder of test images.
         batch_size: images per minibatch.
-        num_workers: DataLoader worker processes (0 is fastest for in-memory data).
-        val_size: hold out the last ``val_size`` images (in path order) for validation.
-        num_predict: samples that ``predict`` generates.
-        on_device: keep the data set on the training device (see ``ImageDataModule``).
+        **kwargs: the other arguments of :class:`ImageDataModule` (``val_size`` holds out the last images in
+            path order).
     """
 
     extensions = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff")
@@ -574,12 +556,9 @@ class ImageFolderDataModule(ImageDataModule):
         crop: bool = True,
         test_dir: str | None = None,
         batch_size: int = 64,
-        num_workers: int = 0,
-        val_size: int = 0,
-        num_predict: int = 64,
-        on_device: bool = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(data_dir, batch_size, num_workers, False, val_size, num_predict, on_device)
+        super().__init__(data_dir, batch_size, download=False, **kwargs)  # nothing to download
         size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         if len(size) != 2 or any(not isinstance(s, int) or s < 1 for s in size):
             raise ValueError(f"data.image_size must be an integer >= 1 or [H, W], got {image_size!r}")
@@ -632,114 +611,3 @@ class ImageFolderDataModule(ImageDataModule):
 
     def _load(self, train: bool) -> torch.Tensor:
         return self._read_folder(self.data_dir if train or self.test_dir is None else self.test_dir)
-
-
-# --- 2-D Gaussian mixtures (the mode-collapse lab) ------------------------------------------------------------
-
-
-class ToyMixtureDataModule(L.LightningDataModule):
-    """Points of a 2-D mixture of equally weighted isotropic Gaussians whose modes are all known.
-
-    The two standard mode-collapse benchmarks (VEEGAN, Srivastava et al. 2017; PacGAN, Lin et al. 2018):
-
-    - ``ring``: 8 modes evenly spaced on the unit circle, centre i at angle 2πi/8 (i = 0..7), std 0.01.
-    - ``grid``: 25 modes at {−4, −2, 0, 2, 4}², std 0.05.
-
-    Batches are float32 tensors (N, 2), passed to D unscaled (G has a linear output). The metrics of
-    ``metrics.ModeCoverage`` read ``centers`` and ``std``; they use samples of G, so the validation and test
-    sets are small (they only feed the module's D-on-real statistics).
-
-    Args:
-        mixture: ``ring`` (8 modes) or ``grid`` (25 modes).
-        batch_size: points per minibatch.
-        num_train: training points (100,000 in PacGAN).
-        num_val: points of the validation set and, separately drawn, of the test set.
-        seed: seed of the points (train, validation and test are drawn from three streams of this seed).
-        num_predict: samples that ``predict`` generates.
-    """
-
-    def __init__(
-        self,
-        mixture: Literal["ring", "grid"] = "ring",
-        batch_size: int = 256,
-        num_train: int = 100_000,
-        num_val: int = 1_000,
-        seed: int = 0,
-        num_predict: int = 2_500,
-    ) -> None:
-        super().__init__()
-        if mixture not in ("ring", "grid"):
-            raise ValueError(f"data.mixture must be 'ring' or 'grid', got {mixture!r}")
-        for key, value, low in (
-            ("batch_size", batch_size, 1),
-            ("num_train", num_train, 1),
-            ("num_val", num_val, 1),
-            ("num_predict", num_predict, 1),
-            ("seed", seed, 0),
-        ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"data.{key} must be an integer >= {low}, got {value!r}")
-        if batch_size > num_train:
-            raise ValueError(f"data.batch_size={batch_size} is larger than data.num_train={num_train}")
-        self.mixture = mixture
-        self.batch_size = batch_size
-        self.num_train = num_train
-        self.num_val = num_val
-        self.seed = seed
-        self.num_predict = num_predict
-        self.image_shape = (2,)
-        self.centers, self.std = mixture_centers(mixture)
-        self.train_points: torch.Tensor | None = None
-        self.val_points: torch.Tensor | None = None
-        self.test_points: torch.Tensor | None = None
-
-    def sample_points(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """n points of the mixture: a mode drawn uniformly, plus isotropic Gaussian noise of std ``std``."""
-        modes = torch.randint(len(self.centers), (n,), generator=generator)
-        return self.centers[modes] + self.std * torch.randn(n, 2, generator=generator)
-
-    def setup(self, stage: str) -> None:
-        if self.train_points is not None:
-            return
-        # Three streams of one seed, so the training points do not depend on num_val and vice versa.
-        streams = [torch.Generator().manual_seed(self.seed * 3 + i) for i in range(3)]
-        self.train_points = self.sample_points(self.num_train, streams[0])
-        self.val_points = self.sample_points(self.num_val, streams[1])
-        self.test_points = self.sample_points(self.num_val, streams[2])
-
-    def _loader(self, points: torch.Tensor, shuffle: bool, drop_last: bool) -> DataLoader:
-        # UInt8Images indexes any in-memory tensor: one slice per batch, no per-point collation.
-        return DataLoader(
-            UInt8Images(points), batch_size=self.batch_size, shuffle=shuffle, drop_last=drop_last, collate_fn=_identity
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_points, shuffle=True, drop_last=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_points, shuffle=False, drop_last=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_points, shuffle=False, drop_last=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return DataLoader(NoiseIndices(self.num_predict), batch_size=self.batch_size, collate_fn=_identity)
-
-
-def mixture_centers(mixture: Literal["ring", "grid"]) -> tuple[torch.Tensor, float]:
-    """The mode centres (K, 2) and the per-coordinate standard deviation of a named mixture.
-
-    Args:
-        mixture: ``ring`` or ``grid`` (see :class:`ToyMixtureDataModule`).
-
-    Returns:
-        (centers, std).
-    """
-    if mixture == "ring":
-        # 2πi/8 for i = 0..7: eight distinct angles. (linspace(0, 2π, 8) would put the 8th mode on the 1st.)
-        angles = 2 * math.pi * torch.arange(8, dtype=torch.float64) / 8
-        return torch.stack([angles.cos(), angles.sin()], dim=1).float(), 0.01
-    if mixture == "grid":
-        axis = torch.tensor([-4.0, -2.0, 0.0, 2.0, 4.0])
-        return torch.cartesian_prod(axis, axis), 0.05
-    raise ValueError(f"data.mixture must be 'ring' or 'grid', got {mixture!r}")

@@ -4,10 +4,11 @@ Run it through the CLI::
 
     python cli.py fit --config configs/cifar.yaml
 
-``training_step`` is the paper's Algorithm 1. One call is one discriminator update on one real minibatch
-and fresh noise; every ``k``-th call is followed, in the same call, by one generator update on fresh noise.
-So after N training steps D has been updated N times and G N // k times, and Lightning's ``global_step``
-(which counts every ``optimizer.step()``) is N + N // k.
+``training_step`` is the paper's Algorithm 1 (``update: alternating``, the default): one call is one D update on
+one real minibatch and fresh noise; every ``k``-th call is followed, in the same call, by one G update on fresh
+noise against the D just updated. So after N training steps D has been updated N times and G N // k times, and
+Lightning's ``global_step`` (which counts every ``optimizer.step()``) is N + N // k. ``update: simultaneous`` is the
+authors' own pylearn2 step instead (``configs/mnist.yaml``): both gradients at the same point, then both steps.
 """
 
 from __future__ import annotations
@@ -29,49 +30,16 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric
 
+from checkpoints import restore_rng_states, rng_states
+from checks import check_ints
+from networks import CompileMode, check_pair, speed_up
+
 Loss = Literal["non_saturating", "minimax"]
 Prior = Literal["normal", "uniform"]
 Update = Literal["alternating", "simultaneous"]
 GSamples = Literal["fresh", "shared"]
 # Mean D(G(z)) over an epoch below this: D rejects (nearly) every sample and G's gradient has all but vanished.
-# Logged as d/won_epochs, the number of such epochs in a row: a run stays dead once it lasts a few epochs.
 D_WON_BELOW = 1e-3
-CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
-
-
-class GANAdam(torch.optim.Adam):
-    """Adam with the GAN defaults of Radford et al. (lr 2e-4, betas (0.5, 0.999)), used by the seed.
-
-    With ``foreach`` and ``fused`` both unset, the fused implementation is used where torch has it (CPU, CUDA);
-    set ``fused: false`` for torch's own default choice.
-    """
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float = 2e-4,
-        betas: tuple[float, float] = (0.5, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        foreach: bool | None = None,
-        fused: bool | None = None,
-    ) -> None:
-        if fused is None and foreach is None:
-            # Unless told otherwise, the fused implementation (one pass over each tensor per step) where torch has
-            # it: on CPU a training step of the seed's MLP GAN takes 30 % less time than with the per-tensor loop
-            # that torch picks by default there (benchmarks/speed.py); the updates agree up to float rounding.
-            params = list(params)
-            fused = _fused_adam_supported(params) or None
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach, fused=fused)
-
-
-def _fused_adam_supported(params: list[Any]) -> bool:
-    """Whether every parameter is a floating-point tensor on a CPU or CUDA device (where fused Adam exists)."""
-    tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
-    return bool(tensors) and all(
-        isinstance(t, torch.Tensor) and t.is_floating_point() and t.device.type in ("cpu", "cuda") for t in tensors
-    )
-
 
 # --- The losses (Eq. 1 of the paper, split into D's and G's part). All take logits. -----------------------
 
@@ -79,8 +47,7 @@ def _fused_adam_supported(params: list[Any]) -> bool:
 def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
     """D's loss: −[log D(x) + log(1 − D(G(z)))], the negated objective D ascends in Algorithm 1."""
     real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-    fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
-    return real + fake
+    return real + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
 
 
 def g_loss_minimax(fake_logits: torch.Tensor) -> torch.Tensor:
@@ -96,65 +63,64 @@ def g_loss_non_saturating(fake_logits: torch.Tensor) -> torch.Tensor:
 G_LOSSES = {"non_saturating": g_loss_non_saturating, "minimax": g_loss_minimax}
 
 
-def _check_optimizer(name: str, factory: OptimizerCallable) -> None:
-    """Build the optimizer once on a dummy parameter so that a bad learning rate fails before training."""
-    try:
-        opt = factory([nn.Parameter(torch.zeros(1))])
-    except (ValueError, TypeError) as err:
-        raise ValueError(f"model.{name}: {err}") from err
-    for group in opt.param_groups:
-        lr = group.get("lr")
-        lr = float(lr) if lr is not None else None
-        if lr is None or not math.isfinite(lr) or lr <= 0:
-            raise ValueError(f"model.{name}: the learning rate must be a number > 0, got {group.get('lr')}")
+class GANAdam(torch.optim.Adam):
+    """Adam with the GAN defaults of Radford et al. (lr 2e-4, betas (0.5, 0.999)), as Just4GAN's recipe uses it.
 
+    With ``foreach`` and ``fused`` both unset, the fused implementation is used where torch has it (CPU, CUDA):
+    on a CPU a step of the CIFAR-10 MLP GAN takes 30 % less time than with torch's per-tensor default
+    (benchmarks/speed.py), and the updates agree up to float rounding. ``fused: false`` gives torch's own choice.
+    """
 
-def _from_cli() -> bool:
-    """Whether LightningCLI is instantiating this module (it hands the config over as hyperparameters)."""
-    try:
-        from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
-    except ImportError:  # a Lightning without it: keep the modules out of the hyperparameters
-        return False
-    return _given_hyperparameters.get() is not None
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 2e-4,
+        betas: tuple[float, float] = (0.5, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+    ) -> None:
+        if fused is None and foreach is None:  # fused where every parameter is a float tensor on a CPU or GPU
+            params = list(params)
+            tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
+            on_cpu_or_gpu = all(t.is_floating_point() and t.device.type in ("cpu", "cuda") for t in tensors)
+            fused = (bool(tensors) and on_cpu_or_gpu) or None
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach, fused=fused)
 
 
 class GAN(L.LightningModule):
-    """G and D trained by Algorithm 1 of Goodfellow et al. (2014).
+    """G and D trained by Algorithm 1 of Goodfellow et al. (2014), or by the authors' simultaneous step.
 
     Args:
         generator: G, maps z of shape (N, latent_dim) to images of shape (N, *image_shape).
         discriminator: D, maps images to one logit each, shape (N, 1).
         latent_dim: size of z (linked into the generator by the CLI).
         image_shape: shape of one image (C, H, W), linked from the data by the CLI.
-        k: discriminator updates per generator update (Algorithm 1's k), >= 1.
-        update: the order of the updates. ``alternating``: Algorithm 1 as written – k D steps, then G's
-            gradient taken against the D just updated. ``simultaneous``: the authors' pylearn2 code – D's and
-            G's gradients both taken at the same point, then one step of each (k must be 1).
-        g_samples: the noise of G's update: ``fresh`` draws a new minibatch of z (Algorithm 1), ``shared``
-            reuses the z, and so the samples, of the D update just before it (the authors' code). None (the
-            default) follows ``update``: fresh for alternating, shared for simultaneous.
-        loss: G's loss: ``non_saturating`` (maximise log D(G(z)), the paper's advice in Sec. 3 and the
-            seed's choice) or ``minimax`` (minimise log(1 − D(G(z))), Eq. 1 as written).
+        k: D updates per G update (Algorithm 1's k), >= 1.
+        update: ``alternating``: Algorithm 1 as written, k D steps, then G's gradient against the D just updated.
+            ``simultaneous``: the authors' pylearn2 code (AdversaryCost2), D's and G's gradients both taken at
+            the same point, then one step of each (k must be 1).
+        g_samples: G's noise: ``fresh`` draws a new minibatch of z (Algorithm 1), ``shared`` reuses the z of the
+            D update just before (the authors' code). None follows ``update``: fresh / shared.
+        loss: G's loss: ``non_saturating`` (maximise log D(G(z)), the paper's advice in Sec. 3) or ``minimax``
+            (minimise log(1 − D(G(z))), Eq. 1 as written).
         prior: the noise prior p_z: ``normal`` N(0, I) or ``uniform`` U(−1, 1)^latent_dim.
         g_optimizer: G's optimizer (default Adam, lr 2e-4, betas (0.5, 0.999)).
         d_optimizer: D's optimizer (default Adam, lr 2e-4, betas (0.5, 0.999)).
         grad_clip_norm: clip each network's gradient norm to this value before its step (None: off).
-        noise_seed: base seed of the training noise; rank r of a multi-process run draws from
-            seed (noise_seed, r, step), so ranks draw different z and a resume continues the same stream.
-            None takes it from the global seed (``seed_everything``), or a random one without it.
+        noise_seed: base seed of the training noise: rank r draws from seed (noise_seed, r, D update), so ranks
+            draw different z and a resume continues the same stream. None: from ``seed_everything``'s seed.
         grid_size: the fixed-noise image grid is grid_size × grid_size samples, logged once per epoch.
-        ema_decay: keep an exponential moving average of G's weights (and BatchNorm statistics), updated
-            after every G update: G_ema ← ema_decay · G_ema + (1 − ema_decay) · G, starting from G after its
-            first update. Samples, grids, predict and the metrics then come from it. In (0, 1), e.g. 0.999;
-            None (the default) turns it off.
-        compile: compile G's and D's forward with ``torch.compile`` (``nn.Module.compile``: the checkpoint's
-            keys stay the same). The first steps are slower while it compiles.
+        ema_decay: keep an exponential moving average of G (weights and BatchNorm statistics), updated after
+            every G update: G_ema ← ema_decay · G_ema + (1 − ema_decay) · G. Samples, grids, predict and the
+            metrics then come from it. In (0, 1), e.g. 0.999; None (the default): off.
+        compile: compile G's and D's forward with ``torch.compile`` (``networks.speed_up``).
         compile_mode: ``torch.compile``'s mode; ``reduce-overhead`` adds CUDA graphs (GPU only, untested).
-        log_every_step: pass the per-step scalars to ``self.log`` at every step (the progress bar shows each
-            step). False: only on the steps where the logger writes them (every ``trainer.log_every_n_steps``),
-            so TensorBoard gets the same values and each other step saves Lightning's logging overhead.
-        channels_last: store 4-D (convolution) weights and image batches in channels-last order, faster for
-            conv nets on GPUs with tensor cores; Linear layers are untouched, so MLPs gain nothing.
+        channels_last: convolution weights and image batches in channels-last order (GPUs with tensor cores).
+        log_every_step: pass the per-step scalars to ``self.log`` at every step (the progress bar shows each).
+            False: only on the steps where the logger writes them (``trainer.log_every_n_steps``): the same
+            TensorBoard values, without Lightning's logging overhead on the other steps.
     """
 
     def __init__(
@@ -180,259 +146,42 @@ class GAN(L.LightningModule):
         log_every_step: bool = True,
     ) -> None:
         super().__init__()
-        for name, value in (("k", k), ("latent_dim", latent_dim), ("grid_size", grid_size)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"model.{name} must be an integer >= 1, got {value!r}")
-        if update not in Update.__args__:
-            raise ValueError(f"model.update must be one of {list(Update.__args__)}, got {update!r}")
-        if update == "simultaneous" and k != 1:
-            raise ValueError(
-                f"model.k must be 1 with model.update simultaneous (one step updates D and G once each), got {k}; "
-                "use model.update alternating for k > 1"
-            )
-        if g_samples not in (None, *GSamples.__args__):
-            raise ValueError(f"model.g_samples must be one of {list(GSamples.__args__)} or null, got {g_samples!r}")
-        if loss not in G_LOSSES:
-            raise ValueError(f"model.loss must be one of {sorted(G_LOSSES)}, got {loss!r}")
-        if prior not in ("normal", "uniform"):
-            raise ValueError(f"model.prior must be 'normal' or 'uniform', got {prior!r}")
-        if grad_clip_norm is not None and not grad_clip_norm > 0:
-            raise ValueError(f"model.grad_clip_norm must be > 0 or null, got {grad_clip_norm}")
-        if ema_decay is not None and not 0 < ema_decay < 1:
-            raise ValueError(f"model.ema_decay must be in (0, 1) (e.g. 0.999) or null for off, got {ema_decay}")
+        _check_arguments(k, latent_dim, grid_size, update, g_samples, loss, prior, grad_clip_norm, ema_decay)
         _check_optimizer("g_optimizer", g_optimizer)
         _check_optimizer("d_optimizer", d_optimizer)
         # Through the CLI, Lightning saves the networks' config (class_path + init_args), which is what
         # load_from_checkpoint needs; built in Python, the modules themselves are already in the state dict.
         self.save_hyperparameters(ignore=None if _from_cli() else ["generator", "discriminator"])
-        self.automatic_optimization = False  # Algorithm 1 alternates two optimizers by hand
-
-        self.G = generator
-        self.D = discriminator
-        self.latent_dim = latent_dim
-        self.image_shape = tuple(int(s) for s in image_shape)
-        self.k = k
-        self.update = update
+        self.automatic_optimization = False  # two optimizers, stepped by hand in the order of the update rule
+        self.G, self.D = generator, discriminator
+        self.latent_dim, self.image_shape = latent_dim, tuple(int(s) for s in image_shape)
+        self.k, self.update, self.prior = k, update, prior
         self.g_samples = g_samples or ("fresh" if update == "alternating" else "shared")
         self.g_loss_fn = G_LOSSES[loss]
-        self.prior = prior
-        self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
-        self.grad_clip_norm = grad_clip_norm
-        # G's output range: images in the data (uint8) are scaled to it. Tanh → [−1, 1], Sigmoid → [0, 1].
+        self.g_optimizer, self.d_optimizer, self.grad_clip_norm = g_optimizer, d_optimizer, grad_clip_norm
+        # G's output range, to which the uint8 data are scaled: Tanh → [−1, 1], Sigmoid → [0, 1].
         self.value_range: tuple[float, float] = tuple(getattr(generator, "value_range", (-1.0, 1.0)))
-        self._check_shapes()
-        # The EMA of G (torch's AveragedModel; a submodule, so the checkpoint saves and a resume restores it).
-        self.G_ema: AveragedModel | None = None
+        check_pair(generator, discriminator, latent_dim, self.image_shape)
+        self.G_ema: AveragedModel | None = None  # a submodule: checkpoints save it, a resume restores it
         if ema_decay is not None:
             self.G_ema = AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
-            self.G_ema.requires_grad_(False)  # updated by averaging, never by gradients (nor seen by DDP)
-        self.channels_last = channels_last
-        self.log_every_step = log_every_step
-        self._speed_options(compile, compile_mode, channels_last)
-
-        # The fixed noise of the image grid: a buffer, so it is saved in the checkpoint and a resumed run
-        # keeps drawing the same grid.
+            self.G_ema.requires_grad_(False)  # averaged, never trained (nor seen by DDP)
+        self.channels_last, self.log_every_step = channels_last, log_every_step
+        speed_up([self.G, self.D], compile, compile_mode, channels_last)
+        # The grid's fixed noise: a buffer, so a resumed run keeps drawing the same grid.
         fixed = torch.Generator().manual_seed(0 if noise_seed is None else noise_seed)
         self.register_buffer("fixed_z", self._draw_z(grid_size * grid_size, fixed, "cpu"))
         self.noise_seed = noise_seed
-        self.d_updates = 0  # D updates so far: the step counter of Algorithm 1 (saved in the checkpoint)
-        self._z_gen: torch.Generator | None = None
-        self._warned_d_won = False
-        self.d_won_epochs = 0  # consecutive epochs with mean D(G(z)) < D_WON_BELOW (saved in the checkpoint)
-        for stat in ("loss_d", "loss_g", "d_real", "d_fake"):  # epoch means, averaged over ranks
-            # nan_strategy "disable": the losses are checked finite before each step (_check_finite), and the
-            # default NaN check of MeanMetric costs a host-device synchronisation per update on a GPU.
-            setattr(self, f"epoch_{stat}", MeanMetric(nan_strategy="disable"))
+        self.d_updates = 0  # D updates so far: Algorithm 1's step counter (saved in the checkpoint)
+        self.d_won_epochs = 0  # epochs in a row with mean D(G(z)) < D_WON_BELOW (saved in the checkpoint)
+        self._warned_d_won, self._z_gen = False, None
+        # Epoch means over all ranks; nan_strategy "disable": losses are checked finite before each step, and
+        # MeanMetric's own NaN check would cost a host-device synchronisation per update on a GPU.
+        self.epoch_means = nn.ModuleDict(
+            {name: MeanMetric(nan_strategy="disable") for name in ("loss_d", "loss_g", "d_real", "d_fake")}
+        )
 
-    # --- set-up -------------------------------------------------------------------------------------------
-
-    def _check_shapes(self) -> None:
-        was_training = self.G.training, self.D.training
-        self.G.eval(), self.D.eval()
-        with torch.no_grad():
-            z = torch.zeros(2, self.latent_dim)
-            try:
-                x = self.G(z)
-            except Exception as err:
-                raise ValueError(f"model.generator fails on z of shape (2, {self.latent_dim}): {err}") from err
-            if tuple(x.shape[1:]) != self.image_shape:
-                raise ValueError(
-                    f"model.generator makes images of shape {tuple(x.shape[1:])}, but the data's images have "
-                    f"shape {self.image_shape}: choose a generator for this image shape"
-                )
-            y = self.D(x)
-        if tuple(y.shape) not in ((2,), (2, 1)):
-            raise ValueError(f"model.discriminator must return one logit per image, got shape {tuple(y.shape)}")
-        self.G.train(was_training[0]), self.D.train(was_training[1])
-
-    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        # Order matters: self.optimizers() returns (opt_d, opt_g).
-        return [self.d_optimizer(self.D.parameters()), self.g_optimizer(self.G.parameters())]
-
-    def setup(self, stage: str) -> None:
-        if self.noise_seed is None:
-            # Identical on every rank when seed_everything is set (the global RNG is), random otherwise.
-            self.noise_seed = int(torch.randint(0, 2**62, (1,)).item())
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["gan"] = {
-            "d_updates": self.d_updates,
-            "noise_seed": self.noise_seed,
-            "d_won_epochs": self.d_won_epochs,
-            "rng": self._rng_states(),
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get("gan", {})
-        self.d_updates = int(state.get("d_updates", 0))
-        self.d_won_epochs = int(state.get("d_won_epochs", 0))
-        self.noise_seed = state.get("noise_seed", self.noise_seed)
-        if "rng" in state:
-            self._restore_rng_states(state["rng"])
-        self._match_ema_state(checkpoint.get("state_dict", {}))
-
-    def _rng_states(self) -> dict[str, Any]:
-        """Every rank's global RNG state (D's dropout draws from it), gathered so that rank 0's checkpoint holds all."""
-        states = {"cpu": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            states["cuda"] = torch.cuda.get_rng_state(self.device)
-        trainer = self._trainer
-        if trainer is not None and trainer.world_size > 1:  # on_save_checkpoint runs on every rank
-            states = {key: self.all_gather(state.to(self.device)).cpu() for key, state in states.items()}
-        return states
-
-    def _restore_rng_states(self, states: dict[str, Any]) -> None:
-        world = self._trainer.world_size if self._trainer is not None else 1
-        for key, state in states.items():
-            if state.dim() == 2:  # one row per rank of a multi-process run
-                if state.shape[0] != world:
-                    continue  # saved by another number of processes: this rank's RNG stays as seeded
-                state = state[self.global_rank].clone()  # its own storage: set_rng_state ignores a view's offset
-            if key == "cpu":
-                torch.set_rng_state(state.cpu())
-            elif key == "cuda" and self.device.type == "cuda":
-                torch.cuda.set_rng_state(state.cpu(), self.device)
-
-    def _match_ema_state(self, state_dict: dict[str, Any]) -> None:
-        """Let checkpoints with and without an EMA of G load into a model with and without one."""
-        has_ema = any(key.startswith("G_ema.") for key in state_dict)
-        if self.G_ema is not None and not has_ema:
-            # Trained without EMA: the average starts from the checkpoint's G (n_averaged 0: the next update copies).
-            for key in [k for k in state_dict if k.startswith("G.")]:
-                state_dict["G_ema.module." + key[2:]] = state_dict[key].clone()
-            state_dict["G_ema.n_averaged"] = torch.tensor(0, dtype=torch.long)
-        elif self.G_ema is None and has_ema:
-            for key in [k for k in state_dict if k.startswith("G_ema.")]:
-                del state_dict[key]
-            rank_zero_warn("The checkpoint holds an EMA of G, unused here: set --model.ema_decay to use it.")
-
-    # --- noise and samples --------------------------------------------------------------------------------
-
-    def _draw_z(self, n: int, generator: torch.Generator | None, device: torch.device | str) -> torch.Tensor:
-        if self.prior == "normal":
-            return torch.randn(n, self.latent_dim, generator=generator, device=device)
-        return torch.rand(n, self.latent_dim, generator=generator, device=device) * 2 - 1
-
-    def _noise_generator(self, *key: Any) -> torch.Generator:
-        """A generator seeded by (noise_seed, rank, *key): its own stream per rank and key, resumable.
-
-        Training uses key (D update count,); evaluation (stage, batch index), so that evaluating never moves the
-        global RNG, which D's dropout draws from during training.
-        """
-        if self._z_gen is None or self._z_gen.device != self.device:
-            self._z_gen = torch.Generator(device=self.device)
-        text = "/".join(str(part) for part in (self.noise_seed, self.global_rank, *key)).encode()
-        self._z_gen.manual_seed(int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") >> 1)
-        return self._z_gen
-
-    def sample_z(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Draw n noise vectors z ~ p_z on the module's device."""
-        return self._draw_z(n, generator, self.device)
-
-    def to_model_range(self, batch: torch.Tensor) -> torch.Tensor:
-        """uint8 images in [0, 255] → floats in G's output range (done per batch, on the device)."""
-        lo, hi = self.value_range
-        return batch.float().mul_((hi - lo) / 255.0).add_(lo) if batch.dtype == torch.uint8 else batch
-
-    def to_uint8(self, x: torch.Tensor) -> torch.Tensor:
-        """Samples in G's output range → uint8 images in [0, 255] (the inverse of ``to_model_range``)."""
-        lo, hi = self.value_range
-        return ((x.float() - lo) * (255.0 / (hi - lo))).round_().clamp_(0, 255).to(torch.uint8)
-
-    @property
-    def is_image(self) -> bool:
-        return len(self.image_shape) == 3
-
-    @torch.no_grad()
-    def generate(self, z: torch.Tensor, quantize: bool = True, ema: bool = True) -> torch.Tensor:
-        """G(z) in eval mode, in data space: uint8 images (N, C, H, W) for image data, floats otherwise.
-
-        G is the EMA of G when ``model.ema_decay`` is set (``ema=False``: the trained G itself).
-        ``quantize=False`` returns images as floats in [0, 1] instead (G's output rescaled, not rounded to 8 bits).
-        """
-        G = self.G_ema.module if ema and self.G_ema is not None else self.G
-        was_training = G.training
-        G.eval()
-        out = G(z.to(self.device))
-        G.train(was_training)
-        if not self.is_image:
-            return out.float()
-        if quantize:
-            return self.to_uint8(out)
-        lo, hi = self.value_range
-        return ((out.float() - lo) / (hi - lo)).clamp_(0, 1)
-
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n fresh samples of G (see ``generate``), z ~ p_z."""
-        return self.generate(self.sample_z(n, generator))
-
-    # --- Algorithm 1 --------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _images(batch: Any) -> torch.Tensor:
-        return batch[0] if isinstance(batch, (list, tuple)) else batch
-
-    def _check_finite(self, name: str, loss: torch.Tensor) -> None:
-        # Checked before the optimizer step, so the weights (and every checkpoint) stay finite. All ranks
-        # decide together: a rank that stopped alone would leave the others waiting in the gradient all-reduce.
-        bad = not bool(torch.isfinite(loss.detach()).all())
-        if self.trainer.world_size > 1:
-            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
-        if bad:
-            raise FloatingPointError(
-                f"{name} became {loss.detach().float().item()} on rank {self.global_rank} (or another rank) "
-                f"at global step {self.global_step} (epoch {self.current_epoch}, after {self.d_updates} D updates); "
-                f"training stopped before this update, so the weights were never updated with it and {self._saved()}. "
-                "Lower the learning rates or set model.grad_clip_norm."
-            )
-
-    def _saved(self) -> str:
-        """Where the last good weights are, in words, for the non-finite-loss message."""
-        callback = self.trainer.checkpoint_callback
-        path = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "")
-        if path and Path(path).is_file():
-            return f"the last checkpoint written, {path}, holds the last good ones"
-        return "no checkpoint had been written yet"
-
-    def _backward(self, name: str, opt: Any, loss: torch.Tensor) -> None:
-        """Check the loss, then fill the gradients of ``opt``'s network (and no other) with d loss."""
-        self._check_finite(name, loss)
-        opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-
-    def _take_step(self, opt: Any) -> None:
-        """One optimizer step on the gradients ``_backward`` left, then clear them."""
-        opt.step()  # clipping, if on, happens in on_before_optimizer_step (after AMP's unscaling)
-        opt.zero_grad(set_to_none=True)  # no gradient of this network outlives its own update
-        # A forward later in this training_step must see the new weights, not autocast's cached casts of the
-        # old ones (Lightning runs the whole step in one autocast context).
-        torch.clear_autocast_cache()
-
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        # Lightning calls this inside opt.step(), after 16-bit AMP has unscaled the gradients: the one place
-        # where clipping sees the true gradient norm.
-        if self.grad_clip_norm is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip_norm, gradient_clip_algorithm="norm")
+    # --- Algorithm 1 and the authors' step ----------------------------------------------------------------
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         opt_d, opt_g = self.optimizers()
@@ -465,8 +214,7 @@ class GAN(L.LightningModule):
             # the one of its outer step, but against the D *before* this step's update.
             fake = self.G(z) if shared else None  # with G's graph: G's loss below goes through these samples
             with self.toggled_optimizer(opt_d):
-                fake_d = fake.detach() if shared else self.G(z)
-                real_logits, fake_logits = self.D(x), self.D(fake_d)
+                real_logits, fake_logits = self.D(x), self.D(fake.detach() if shared else self.G(z))
                 loss_d = d_loss(real_logits, fake_logits)
                 self._backward("loss/d", opt_d, loss_d)
             with self.toggled_optimizer(opt_g):  # D is frozen: its gradient stays the one of loss_d
@@ -475,83 +223,149 @@ class GAN(L.LightningModule):
             self._take_step(opt_d)
             self._take_step(opt_g)
         self.d_updates += 1
+        if g_due and self.G_ema is not None:
+            self.G_ema.update_parameters(self.G)  # the EMA of G follows every G update
+        self._log_step(loss_d, real_logits, fake_logits, loss_g if g_due else None)
 
-        d_real = torch.sigmoid(real_logits.detach().float()).mean()
-        d_fake = torch.sigmoid(fake_logits.detach().float()).mean()
-        stats = {"loss/d": loss_d.detach(), "d/real": d_real, "d/fake": d_fake}
-        if g_due:
-            if self.G_ema is not None:
-                self.G_ema.update_parameters(self.G)  # the EMA of G follows every G update
+    def _backward(self, name: str, opt: Any, loss: torch.Tensor) -> None:
+        """Check the loss, then fill the gradients of ``opt``'s network (the only one requiring grad)."""
+        bad = not bool(torch.isfinite(loss.detach()).all())
+        if self.trainer.world_size > 1:  # all ranks stop together, or the others would wait in the all-reduce
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
+            raise FloatingPointError(
+                f"{name} became {loss.detach().float().item()} on rank {self.global_rank} (or another rank) "
+                f"at global step {self.global_step} (epoch {self.current_epoch}, after {self.d_updates} D updates); "
+                f"training stopped before this update, so the weights were never updated with it and "
+                f"{_last_good_checkpoint(self.trainer)}. Lower the learning rates or set model.grad_clip_norm."
+            )
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+
+    def _take_step(self, opt: Any) -> None:
+        opt.step()  # clipping, if on, happens in on_before_optimizer_step (after AMP's unscaling)
+        opt.zero_grad(set_to_none=True)  # no gradient of this network outlives its own update
+        # A forward later in this training_step must see the new weights, not autocast's cached casts of the
+        # old ones (Lightning runs the whole step in one autocast context).
+        torch.clear_autocast_cache()
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Called inside opt.step(), after 16-bit AMP has unscaled the gradients: where clipping sees their true norm.
+        if self.grad_clip_norm is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip_norm, gradient_clip_algorithm="norm")
+
+    # --- logging --------------------------------------------------------------------------------------------
+
+    def _log_step(self, loss_d: torch.Tensor, real_logits: Any, fake_logits: Any, loss_g: Any) -> None:
+        stats = {
+            "loss/d": loss_d.detach(),
+            "d/real": torch.sigmoid(real_logits.detach().float()).mean(),
+            "d/fake": torch.sigmoid(fake_logits.detach().float()).mean(),
+        }
+        if loss_g is not None:
             stats["loss/g"] = loss_g.detach()
-            self.epoch_loss_g.update(stats["loss/g"])
-        if self.log_every_step or self._logger_writes_now():
+        for name, value in stats.items():
+            self.epoch_means[name.replace("/", "_")].update(value)
+        # Lightning writes step metrics after the steps where (batches before + 1), i.e. d_updates after this
+        # step's D update, is a multiple of log_every_n_steps (both are restored on a resume).
+        every = self.trainer.log_every_n_steps
+        if self.log_every_step or (every > 0 and self.d_updates % every == 0):
             self.log_dict(stats, prog_bar=True, on_step=True, on_epoch=False)
-        self.epoch_loss_d.update(stats["loss/d"])
-        self.epoch_d_real.update(d_real)
-        self.epoch_d_fake.update(d_fake)
 
     def on_train_epoch_end(self) -> None:
-        # Epoch means over all steps and all ranks (torchmetrics syncs them).
-        means: dict[str, torch.Tensor] = {}
-        for name, metric in (
-            ("loss/d_epoch", self.epoch_loss_d),
-            ("loss/g_epoch", self.epoch_loss_g),
-            ("d/real_epoch", self.epoch_d_real),
-            ("d/fake_epoch", self.epoch_d_fake),
-        ):
+        means = {}
+        for name, metric in self.epoch_means.items():  # over all steps and ranks (torchmetrics syncs them)
             if metric.update_called:
                 means[name] = metric.compute()
-                self.log(name, means[name], sync_dist=False)
+                self.log(name.replace("_", "/", 1) + "_epoch", means[name], sync_dist=False)
             metric.reset()
-        self._watch_for_d_winning(means)
+        if "d_fake" in means:
+            self._watch_for_d_winning(means)
         self.log_image_grid()
 
     def _watch_for_d_winning(self, means: dict[str, torch.Tensor]) -> None:
-        """Count the epochs in a row in which D rejected (nearly) every sample; say so the first time."""
-        d_fake = means.get("d/fake_epoch")
-        if d_fake is None:
-            return
-        self.d_won_epochs = self.d_won_epochs + 1 if d_fake < D_WON_BELOW else 0
+        """Count the epochs in a row in which D rejected (nearly) every sample (d/won_epochs); say so once."""
+        self.d_won_epochs = self.d_won_epochs + 1 if means["d_fake"] < D_WON_BELOW else 0
         self.log("d/won_epochs", float(self.d_won_epochs), sync_dist=False)
-        if self._warned_d_won or not self.d_won_epochs:
-            return
-        self._warned_d_won = True
-        g = means.get("loss/g_epoch")
-        rank_zero_warn(
-            f"D has won: in epoch {self.current_epoch} the mean D(G(z)) was {float(d_fake):.1e} (< {D_WON_BELOW:g}) "
-            f"against a mean D(x) of {float(means['d/real_epoch']):.3f}"
-            + (f", and G's mean loss was {float(g):.2f}" if g is not None else "")
-            + ". G learns next to nothing from such a D and its samples have likely collapsed (see the `samples` "
-            "grid); a run that stays like this for a few epochs does not recover. d/won_epochs counts such epochs "
-            "in a row: lightning.pytorch.callbacks.EarlyStopping on it ends such runs (README, 'A run that has died')."
-        )
+        if self.d_won_epochs and not self._warned_d_won:
+            self._warned_d_won = True
+            rank_zero_warn(_d_won_message(self.current_epoch, {k: float(v) for k, v in means.items()}))
 
     @rank_zero_only
     def log_image_grid(self, tag: str = "samples") -> None:
         """The fixed-noise grid, against the epoch (global_step shifts with k), to TensorBoard."""
         logger = next((lg for lg in self.loggers if isinstance(lg, TensorBoardLogger)), None)
-        if logger is None or not self.is_image:
-            return
-        images = self.generate(self.fixed_z)
-        grid = torchvision.utils.make_grid(images.cpu(), nrow=self.hparams.grid_size, padding=2)
-        logger.experiment.add_image(tag, grid, global_step=self.current_epoch)
+        if logger is not None and self.is_image:
+            grid = torchvision.utils.make_grid(self.generate(self.fixed_z).cpu(), nrow=self.hparams.grid_size)
+            logger.experiment.add_image(tag, grid, global_step=self.current_epoch)
 
-    # --- validation / test: D on held-out real images and on fresh samples --------------------------------
+    # --- noise and samples ------------------------------------------------------------------------------------
+
+    def sample_z(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw n noise vectors z ~ p_z on the module's device."""
+        return self._draw_z(n, generator, self.device)
+
+    def _draw_z(self, n: int, generator: torch.Generator | None, device: torch.device | str) -> torch.Tensor:
+        if self.prior == "normal":
+            return torch.randn(n, self.latent_dim, generator=generator, device=device)
+        return torch.rand(n, self.latent_dim, generator=generator, device=device) * 2 - 1
+
+    def _noise_generator(self, *key: Any) -> torch.Generator:
+        """A generator seeded by (noise_seed, rank, *key): training keys it by the D update, evaluation by
+        (stage, batch), so neither ever moves the global RNG that D's dropout draws from."""
+        if self._z_gen is None or self._z_gen.device != self.device:
+            self._z_gen = torch.Generator(device=self.device)
+        text = "/".join(str(part) for part in (self.noise_seed, self.global_rank, *key)).encode()
+        return self._z_gen.manual_seed(int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") >> 1)
+
+    def to_model_range(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 images in [0, 255] → floats in G's output range (done per batch, on the device)."""
+        lo, hi = self.value_range
+        return batch.float().mul_((hi - lo) / 255.0).add_(lo) if batch.dtype == torch.uint8 else batch
+
+    def to_uint8(self, x: torch.Tensor) -> torch.Tensor:
+        """Samples in G's output range → uint8 images in [0, 255] (the inverse of ``to_model_range``)."""
+        lo, hi = self.value_range
+        return ((x.float() - lo) * (255.0 / (hi - lo))).round_().clamp_(0, 255).to(torch.uint8)
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.image_shape) == 3
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor, quantize: bool = True, ema: bool = True) -> torch.Tensor:
+        """G(z) in eval mode, in data space: uint8 images (N, C, H, W) for image data, floats otherwise.
+
+        G is the EMA of G when ``model.ema_decay`` is set (``ema=False``: the trained G itself).
+        ``quantize=False`` returns images as floats in [0, 1] instead (G's output rescaled, not rounded to 8 bits).
+        """
+        G = self.G_ema.module if ema and self.G_ema is not None else self.G
+        was_training = G.training
+        out = G.eval()(z.to(self.device))
+        G.train(was_training)
+        if not self.is_image:
+            return out.float()
+        if quantize:
+            return self.to_uint8(out)
+        lo, hi = self.value_range
+        return ((out.float() - lo) / (hi - lo)).clamp_(0, 1)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n fresh samples of G (see ``generate``), z ~ p_z."""
+        return self.generate(self.sample_z(n, generator))
+
+    # --- validation / test: D on held-out real images and on fresh samples; predict: samples --------------------
 
     def _eval_step(self, batch: Any, batch_idx: int, stage: str) -> None:
         x = self._memory_format(self.to_model_range(self._images(batch)))
         fake = self.G(self.sample_z(x.shape[0], self._noise_generator(stage, batch_idx)))
         real_logits, fake_logits = self.D(x), self.D(fake)
-        self.log_dict(
-            {
-                f"{stage}/loss_d": d_loss(real_logits, fake_logits),
-                f"{stage}/d_real": torch.sigmoid(real_logits.float()).mean(),
-                f"{stage}/d_fake": torch.sigmoid(fake_logits.float()).mean(),
-            },
-            on_epoch=True,
-            sync_dist=True,
-            batch_size=x.shape[0],
-        )
+        stats = {
+            f"{stage}/loss_d": d_loss(real_logits, fake_logits),
+            f"{stage}/d_real": torch.sigmoid(real_logits.float()).mean(),
+            f"{stage}/d_fake": torch.sigmoid(fake_logits.float()).mean(),
+        }
+        self.log_dict(stats, on_epoch=True, sync_dist=True, batch_size=x.shape[0])
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, "val")
@@ -563,30 +377,112 @@ class GAN(L.LightningModule):
         """``batch`` is a tensor of sample indices; returns that many uint8 samples (N, C, H, W)."""
         return self.sample(len(self._images(batch)))
 
-    # --- speed options (issue 5): how G and D run, never what they compute --------------------------------
+    # --- set-up and checkpoints -----------------------------------------------------------------------------------
 
-    def _speed_options(self, compile: bool, compile_mode: str, channels_last: bool) -> None:
-        if compile_mode not in CompileMode.__args__:
-            raise ValueError(f"model.compile_mode must be one of {list(CompileMode.__args__)}, got {compile_mode!r}")
-        if channels_last:
-            # Only 4-D tensors have a channels-last layout: conv weights. Linear weights and biases stay as they are.
-            for p in (*self.G.parameters(), *self.D.parameters()):
-                if p.dim() == 4:
-                    p.data = p.data.contiguous(memory_format=torch.channels_last)
-        if compile:
-            # In place (nn.Module.compile), so state_dict keys and checkpoints are those of the plain networks.
-            self.G.compile(mode=compile_mode)
-            self.D.compile(mode=compile_mode)
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.d_optimizer(self.D.parameters()), self.g_optimizer(self.G.parameters())]  # (opt_d, opt_g)
+
+    def setup(self, stage: str) -> None:
+        if self.noise_seed is None:  # the same on every rank when seed_everything is set (the global RNG is)
+            self.noise_seed = int(torch.randint(0, 2**62, (1,)).item())
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = {"d_updates": self.d_updates, "noise_seed": self.noise_seed, "d_won_epochs": self.d_won_epochs}
+        checkpoint["gan"] = {**state, "rng": rng_states(self)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("gan", {})
+        self.d_updates, self.d_won_epochs = int(state.get("d_updates", 0)), int(state.get("d_won_epochs", 0))
+        self.noise_seed = state.get("noise_seed", self.noise_seed)
+        if "rng" in state:
+            restore_rng_states(self, state["rng"])
+        _match_ema_state(checkpoint.get("state_dict", {}), self.G_ema is not None)
+
+    @staticmethod
+    def _images(batch: Any) -> torch.Tensor:
+        return batch[0] if isinstance(batch, (list, tuple)) else batch
 
     def _memory_format(self, x: torch.Tensor) -> torch.Tensor:
         """A batch of images in channels-last order when ``channels_last`` is on (4-D tensors only)."""
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
-    def _logger_writes_now(self) -> bool:
-        """Whether Lightning writes step metrics to the logger after this training step.
 
-        Lightning writes when (batches finished before this one + 1) % log_every_n_steps == 0; called after
-        this step's D update, ``d_updates`` is that number + 1 (both are restored on a resume).
-        """
-        n = self.trainer.log_every_n_steps
-        return n > 0 and self.d_updates % n == 0
+# --- Helpers of the module above --------------------------------------------------------------------------------
+
+
+def _check_arguments(
+    k: int, latent_dim: int, grid_size: int, update: str, g_samples: str | None, loss: str, prior: str,
+    grad_clip_norm: float | None, ema_decay: float | None,
+) -> None:  # fmt: skip
+    check_ints("model.", 1, k=k, latent_dim=latent_dim, grid_size=grid_size)
+    if update not in Update.__args__:
+        raise ValueError(f"model.update must be one of {list(Update.__args__)}, got {update!r}")
+    if update == "simultaneous" and k != 1:
+        raise ValueError(
+            f"model.k must be 1 with model.update simultaneous (one step updates D and G once each), got {k}; "
+            "use model.update alternating for k > 1"
+        )
+    if g_samples not in (None, *GSamples.__args__):
+        raise ValueError(f"model.g_samples must be one of {list(GSamples.__args__)} or null, got {g_samples!r}")
+    if loss not in G_LOSSES:
+        raise ValueError(f"model.loss must be one of {sorted(G_LOSSES)}, got {loss!r}")
+    if prior not in Prior.__args__:
+        raise ValueError(f"model.prior must be 'normal' or 'uniform', got {prior!r}")
+    if grad_clip_norm is not None and not grad_clip_norm > 0:
+        raise ValueError(f"model.grad_clip_norm must be > 0 or null, got {grad_clip_norm}")
+    if ema_decay is not None and not 0 < ema_decay < 1:
+        raise ValueError(f"model.ema_decay must be in (0, 1) (e.g. 0.999) or null for off, got {ema_decay}")
+
+
+def _check_optimizer(name: str, factory: OptimizerCallable) -> None:
+    """Build the optimizer once on a dummy parameter so that a bad learning rate fails before training."""
+    try:
+        opt = factory([nn.Parameter(torch.zeros(1))])
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"model.{name}: {err}") from err
+    for group in opt.param_groups:
+        lr = group.get("lr")
+        if lr is None or not math.isfinite(float(lr)) or float(lr) <= 0:
+            raise ValueError(f"model.{name}: the learning rate must be a number > 0, got {lr}")
+
+
+def _from_cli() -> bool:
+    """Whether LightningCLI is instantiating this module (it hands the config over as hyperparameters)."""
+    try:
+        from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+    except ImportError:  # a Lightning without it: keep the modules out of the hyperparameters
+        return False
+    return _given_hyperparameters.get() is not None
+
+
+def _d_won_message(epoch: int, means: dict[str, float]) -> str:
+    return (
+        f"D has won: in epoch {epoch} the mean D(G(z)) was {means['d_fake']:.1e} (< {D_WON_BELOW:g}) against a mean "
+        f"D(x) of {means['d_real']:.3f}, and G's mean loss was {means.get('loss_g', math.nan):.2f}. G learns next "
+        "to nothing from such a D and its samples have likely collapsed (see the `samples` grid); a run that stays "
+        "like this for a few epochs does not recover. EarlyStopping on d/won_epochs (the count of such epochs in a "
+        "row) ends such runs (README, 'A run that has died')."
+    )
+
+
+def _last_good_checkpoint(trainer: L.Trainer) -> str:
+    """Where the last good weights are, in words, for the non-finite-loss message."""
+    callback = trainer.checkpoint_callback
+    path = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "")
+    if path and Path(path).is_file():
+        return f"the last checkpoint written, {path}, holds the last good ones"
+    return "no checkpoint had been written yet"
+
+
+def _match_ema_state(state_dict: dict[str, Any], want_ema: bool) -> None:
+    """Let checkpoints with and without an EMA of G load into a model with and without one (in place)."""
+    has_ema = any(key.startswith("G_ema.") for key in state_dict)
+    if want_ema and not has_ema:
+        # Trained without EMA: the average starts from the checkpoint's G (n_averaged 0: the next update copies).
+        for key in [k for k in state_dict if k.startswith("G.")]:
+            state_dict["G_ema.module." + key[2:]] = state_dict[key].clone()
+        state_dict["G_ema.n_averaged"] = torch.tensor(0, dtype=torch.long)
+    elif has_ema and not want_ema:
+        for key in [k for k in state_dict if k.startswith("G_ema.")]:
+            del state_dict[key]
+        rank_zero_warn("The checkpoint holds an EMA of G, unused here: set --model.ema_decay to use it.")

@@ -9,23 +9,19 @@ numerically stable and safe under 16-bit autocast.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Literal
 
 import torch
 from torch import nn
 
+from checks import positive_ints
+
 Init = Literal["default", "normal", "xavier"]
 OutActivation = Literal["tanh", "sigmoid"]
 # G's output range per output activation; the GAN module scales the uint8 data to it (``GAN.to_model_range``).
 VALUE_RANGES: dict[str, tuple[float, float]] = {"tanh": (-1.0, 1.0), "sigmoid": (0.0, 1.0)}
-
-
-def _check_positive(name: str, values: Sequence[int]) -> tuple[int, ...]:
-    values = tuple(int(v) for v in values)
-    if not values or any(v < 1 for v in values):
-        raise ValueError(f"{name} must be a non-empty list of integers >= 1, got {list(values)}")
-    return values
 
 
 def _generator_widths(
@@ -34,14 +30,29 @@ def _generator_widths(
     """An MLP generator's checked (latent_dim, image_shape, layer widths from z through the hidden layers)."""
     if latent_dim < 1:
         raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
-    return (
-        int(latent_dim),
-        _check_positive("image_shape", image_shape),
-        (
-            int(latent_dim),
-            *_check_positive("hidden_dims", hidden_dims),
-        ),
-    )
+    widths = (int(latent_dim), *positive_ints("hidden_dims", hidden_dims))
+    return int(latent_dim), positive_ints("image_shape", image_shape), widths
+
+
+_RELU = partial(nn.ReLU, inplace=True)
+
+
+def fully_connected(
+    widths: Sequence[int],
+    activation: Callable[[], nn.Module] = _RELU,
+    norm: Callable[[int], nn.Module] | None = None,
+    norm_from: int = 0,
+    bias: bool = True,
+) -> list[nn.Module]:
+    """Linear layers between consecutive ``widths``, each followed by ``norm`` (from layer ``norm_from`` on) and
+    ``activation``: the hidden part of every MLP here."""
+    layers: list[nn.Module] = []
+    for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+        layers.append(nn.Linear(w_in, w_out, bias=bias))
+        if norm is not None and i >= norm_from:
+            layers.append(norm(w_out))
+        layers.append(activation())
+    return layers
 
 
 def init_weights(module: nn.Module, init: Init, std: float = 0.02) -> None:
@@ -79,7 +90,8 @@ def _out_activation(name: OutActivation) -> nn.Module:
 
 
 class MLPGenerator(nn.Module):
-    """The seed's fully connected G: z → 256 → 512 → 1024 → 2048 → prod(image_shape).
+    """Just4GAN's fully connected G (xxy-im/Just4GAN, the CIFAR-10 write-up this project started from):
+    z → 256 → 512 → 1024 → 2048 → prod(image_shape).
 
     ReLU after every hidden layer, BatchNorm on every hidden layer but the first, Tanh (images in [−1, 1])
     or Sigmoid (images in [0, 1]) at the output.
@@ -102,14 +114,11 @@ class MLPGenerator(nn.Module):
     ) -> None:
         super().__init__()
         self.latent_dim, self.image_shape, widths = _generator_widths(latent_dim, image_shape, hidden_dims)
-        layers: list[nn.Module] = []
-        for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-            layers.append(nn.Linear(w_in, w_out))
-            if i > 0:  # the seed: no BatchNorm on the first hidden layer
-                layers.append(nn.BatchNorm1d(w_out))
-            layers.append(nn.ReLU(inplace=True))
-        layers += [nn.Linear(widths[-1], math.prod(self.image_shape)), _out_activation(out_activation)]
-        self.net = nn.Sequential(*layers)
+        # Just4GAN: BatchNorm on every hidden layer but the first.
+        hidden = fully_connected(widths, norm=nn.BatchNorm1d, norm_from=1)
+        self.net = nn.Sequential(
+            *hidden, nn.Linear(widths[-1], math.prod(self.image_shape)), _out_activation(out_activation)
+        )
         # The range of G's images: the GAN module scales the real data to it.
         self.value_range = (-1.0, 1.0) if out_activation == "tanh" else (0.0, 1.0)
         init_weights(self, init)
@@ -119,7 +128,7 @@ class MLPGenerator(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    """The seed's fully connected D: prod(image_shape) → 1024 → 512 → 256 → 1 logit, ReLU between.
+    """Just4GAN's fully connected D: prod(image_shape) → 1024 → 512 → 256 → 1 logit, ReLU between.
 
     Args:
         image_shape: (C, H, W) of the input images (linked from the data by the CLI).
@@ -134,13 +143,10 @@ class MLPDiscriminator(nn.Module):
         init: Init = "default",
     ) -> None:
         super().__init__()
-        self.image_shape = _check_positive("image_shape", image_shape)
-        widths = (math.prod(self.image_shape), *_check_positive("hidden_dims", hidden_dims))
-        layers: list[nn.Module] = [nn.Flatten()]
-        for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
-            layers += [nn.Linear(w_in, w_out), nn.ReLU(inplace=True)]
-        layers.append(nn.Linear(widths[-1], 1))  # a logit: no Sigmoid (see the module docstring)
-        self.net = nn.Sequential(*layers)
+        self.image_shape = positive_ints("image_shape", image_shape)
+        widths = (math.prod(self.image_shape), *positive_ints("hidden_dims", hidden_dims))
+        # A logit at the end: no Sigmoid (see the module docstring).
+        self.net = nn.Sequential(nn.Flatten(), *fully_connected(widths), nn.Linear(widths[-1], 1))
         init_weights(self, init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -194,10 +200,8 @@ class SigmoidMLPGenerator(nn.Module):
     ) -> None:
         super().__init__()
         self.latent_dim, self.image_shape, widths = _generator_widths(latent_dim, image_shape, hidden_dims)
-        layers: list[nn.Module] = []
-        for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
-            layers += [nn.Linear(w_in, w_out), nn.ReLU(inplace=True)]
-        self.net = nn.Sequential(*layers, nn.Linear(widths[-1], math.prod(self.image_shape)), nn.Sigmoid())
+        hidden = fully_connected(widths)
+        self.net = nn.Sequential(*hidden, nn.Linear(widths[-1], math.prod(self.image_shape)), nn.Sigmoid())
         init_uniform(self, irange)
 
     @property
@@ -270,9 +274,9 @@ class MaxoutDiscriminator(nn.Module):
         irange: float | None = 0.005,
     ) -> None:
         super().__init__()
-        self.image_shape = _check_positive("image_shape", image_shape)
-        hidden = _check_positive("hidden_dims", hidden_dims)
-        pieces = _check_positive("pieces", pieces)
+        self.image_shape = positive_ints("image_shape", image_shape)
+        hidden = positive_ints("hidden_dims", hidden_dims)
+        pieces = positive_ints("pieces", pieces)
         if len(pieces) != len(hidden):
             raise ValueError(f"pieces needs one entry per hidden layer ({len(hidden)}), got {list(pieces)}")
         for name, p in (("input_dropout", input_dropout), ("hidden_dropout", hidden_dropout)):
@@ -332,7 +336,7 @@ class DCGANGenerator(nn.Module):
         if latent_dim < 1 or base_channels < 1:
             raise ValueError(f"latent_dim and base_channels must be >= 1, got {latent_dim}, {base_channels}")
         self.latent_dim = int(latent_dim)
-        self.image_shape = _check_positive("image_shape", image_shape)
+        self.image_shape = positive_ints("image_shape", image_shape)
         levels, size = _dcgan_levels(self.image_shape, "DCGANGenerator")
         channels = [base_channels * 2 ** (levels - 1 - i) for i in range(levels)]  # e.g. 256, 128, 64
         self.start_shape = (channels[0], size, size)
@@ -385,7 +389,7 @@ class DCGANDiscriminator(nn.Module):
         super().__init__()
         if base_channels < 1:
             raise ValueError(f"base_channels must be >= 1, got {base_channels}")
-        self.image_shape = _check_positive("image_shape", image_shape)
+        self.image_shape = positive_ints("image_shape", image_shape)
         levels, size = _dcgan_levels(self.image_shape, "DCGANDiscriminator")
         channels = [self.image_shape[0]] + [base_channels * 2**i for i in range(levels)]  # e.g. 3, 64, 128, 256
         layers: list[nn.Module] = []
@@ -402,93 +406,47 @@ class DCGANDiscriminator(nn.Module):
         return self.net(x)
 
 
-# --- 2-D toy networks (the mode-collapse lab on Gaussian mixtures) --------------------------------------------
+# --- Checks and speed switches the GAN module applies to any G and D ---------------------------------------------
+
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 
-class ToyGenerator(nn.Module):
-    """G for low-dimensional data (2-D mixtures): z → hidden ReLU layers → a **linear** output of image_shape.
+@torch.no_grad()
+def check_pair(G: nn.Module, D: nn.Module, latent_dim: int, image_shape: tuple[int, ...]) -> None:
+    """Refuse a G that does not map z (N, latent_dim) to images (N, *image_shape) or a D that does not return one
+    logit per image, with a message that says which; both run once in eval mode on two samples."""
+    modes = G.training, D.training
+    G.eval(), D.eval()
+    try:
+        x = G(torch.zeros(2, latent_dim))
+    except Exception as err:
+        raise ValueError(f"model.generator fails on z of shape (2, {latent_dim}): {err}") from err
+    finally:
+        G.train(modes[0])
+    if tuple(x.shape[1:]) != tuple(image_shape):
+        raise ValueError(
+            f"model.generator makes images of shape {tuple(x.shape[1:])}, but the data's images have shape "
+            f"{tuple(image_shape)}: choose a generator for this image shape"
+        )
+    y = D(x)
+    D.train(modes[1])
+    if tuple(y.shape) not in ((2,), (2, 1)):
+        raise ValueError(f"model.discriminator must return one logit per image, got shape {tuple(y.shape)}")
 
-    The shape of the generator of the PacGAN/VEEGAN 2-D experiments (fully connected ReLU layers with
-    BatchNorm, linear output, here narrower so that training fits a small CPU budget); the data is not
-    bounded, so there is no Tanh.
 
-    Args:
-        latent_dim: size of z.
-        image_shape: shape of one data point, ``(2,)`` for 2-D mixtures (linked from the data by the CLI).
-        hidden_dims: widths of the hidden layers.
-        batch_norm: BatchNorm before every hidden ReLU (as in PacGAN's generator). Off by default: with it,
-            ring8 (ReLU D) kept about 40 % of its samples high-quality after 3,900 steps against 94 % without
-            (one seed each). A plausible cause: G samples in eval mode, where the running statistics lag the
-            weights, and the ring's modes are only 0.01 wide.
-        scale: a fixed factor on the output: G learns the data divided by ``scale`` (set it, and D's ``scale``,
-            to the data's extent, e.g. 4 for the grid, so that both networks work at unit scale).
-        init: weight initialisation, see :func:`init_weights`.
+def speed_up(networks: Sequence[nn.Module], compile: bool, mode: CompileMode, channels_last: bool) -> None:
+    """How the networks run, never what they compute: channels-last weights, ``torch.compile``.
+
+    ``channels_last`` stores 4-D (convolution) weights in channels-last order (faster on GPUs with tensor cores;
+    Linear layers have no such layout). ``compile`` compiles each network's forward in place
+    (``nn.Module.compile``), so state-dict keys and checkpoints stay those of the plain networks.
     """
-
-    def __init__(
-        self,
-        latent_dim: int = 2,
-        image_shape: Sequence[int] = (2,),
-        hidden_dims: Sequence[int] = (256, 256, 256),
-        batch_norm: bool = False,
-        scale: float = 1.0,
-        init: Init = "default",
-    ) -> None:
-        super().__init__()
-        self.latent_dim, self.image_shape, widths = _generator_widths(latent_dim, image_shape, hidden_dims)
-        if not scale > 0:
-            raise ValueError(f"scale must be > 0, got {scale}")
-        self.scale = float(scale)
-        layers: list[nn.Module] = []
-        for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
-            layers.append(nn.Linear(w_in, w_out, bias=not batch_norm))  # BatchNorm's shift replaces the bias
-            if batch_norm:
-                layers.append(nn.BatchNorm1d(w_out))
-            layers.append(nn.ReLU(inplace=True))
-        layers.append(nn.Linear(widths[-1], math.prod(self.image_shape)))  # linear: unbounded data
-        self.net = nn.Sequential(*layers)
-        init_weights(self, init)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return (self.net(z) * self.scale).view(z.shape[0], *self.image_shape)
-
-
-class ToyDiscriminator(nn.Module):
-    """D for low-dimensional data: hidden ReLU (or maxout) layers → one logit.
-
-    Args:
-        image_shape: shape of one data point, ``(2,)`` for 2-D mixtures (linked from the data by the CLI).
-        hidden_dims: widths of the hidden layers.
-        maxout_pieces: 1 for ReLU units; > 1 for maxout units with that many pieces (PacGAN's D: 5).
-        scale: D sees its input divided by this fixed factor (the data's extent; see ``ToyGenerator``).
-        init: weight initialisation, see :func:`init_weights`.
-    """
-
-    def __init__(
-        self,
-        image_shape: Sequence[int] = (2,),
-        hidden_dims: Sequence[int] = (256, 256, 256),
-        maxout_pieces: int = 1,
-        scale: float = 1.0,
-        init: Init = "default",
-    ) -> None:
-        super().__init__()
-        if not isinstance(maxout_pieces, int) or maxout_pieces < 1:
-            raise ValueError(f"maxout_pieces must be an integer >= 1, got {maxout_pieces!r}")
-        if not scale > 0:
-            raise ValueError(f"scale must be > 0, got {scale}")
-        self.scale = float(scale)
-        self.image_shape = _check_positive("image_shape", image_shape)
-        widths = (math.prod(self.image_shape), *_check_positive("hidden_dims", hidden_dims))
-        layers: list[nn.Module] = [nn.Flatten()]
-        for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
-            if maxout_pieces > 1:
-                layers.append(Maxout(w_in, w_out, maxout_pieces))
-            else:
-                layers += [nn.Linear(w_in, w_out), nn.ReLU(inplace=True)]
-        layers.append(nn.Linear(widths[-1], 1))  # a logit
-        self.net = nn.Sequential(*layers)
-        init_weights(self, init)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x / self.scale)
+    if mode not in CompileMode.__args__:
+        raise ValueError(f"model.compile_mode must be one of {list(CompileMode.__args__)}, got {mode!r}")
+    for net in networks:
+        if channels_last:
+            for p in net.parameters():
+                if p.dim() == 4:
+                    p.data = p.data.contiguous(memory_format=torch.channels_last)
+        if compile:
+            net.compile(mode=mode)

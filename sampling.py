@@ -25,6 +25,8 @@ import torchvision
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from checks import check_int, check_ints
+
 
 def interpolate(z0: torch.Tensor, z1: torch.Tensor, steps: int) -> torch.Tensor:
     """Points on the straight lines from each ``z0[i]`` to ``z1[i]``, ends included.
@@ -61,11 +63,9 @@ class SampleWriter(BasePredictionWriter):
         seed: int | None = None,
     ) -> None:
         super().__init__(write_interval="epoch")
-        for name, value, low in (("num_rows", num_rows, 1), ("interpolation_steps", interpolation_steps, 2)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"sampler.{name} must be an integer >= {low}, got {value!r}")
-        if nrow is not None and (not isinstance(nrow, int) or nrow < 1):
-            raise ValueError(f"sampler.nrow must be an integer >= 1 or null, got {nrow!r}")
+        check_ints("sampler.", 1, num_rows=num_rows)
+        check_ints("sampler.", 2, interpolation_steps=interpolation_steps)
+        check_int("sampler.nrow", nrow, 1, none_ok=True)
         self.output_dir = Path(output_dir).expanduser()
         self.nrow, self.num_rows, self.steps, self.seed = nrow, num_rows, interpolation_steps, seed
 

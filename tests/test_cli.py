@@ -10,14 +10,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import cli
-from tests.fake_data import write_cifar10
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def cifar_dir(tmp_path_factory):
-    return write_cifar10(tmp_path_factory.mktemp("cifar"), n_train=320, n_test=64)
 
 
 def base_args(cifar_dir, logs, *extra):

@@ -13,7 +13,6 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import cli
-from tests.fake_data import write_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,9 +26,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     return result
 
 
-def test_fit_and_test_with_the_paper_config(tmp_path: Path) -> None:
-    data, logs = tmp_path / "data", tmp_path / "logs"
-    write_mnist(data, n_train=300, n_test=50)  # data/MNIST/raw/*.gz, torchvision's layout
+def test_fit_and_test_with_the_paper_config(mnist_dir: Path, tmp_path: Path) -> None:
+    data, logs = mnist_dir, tmp_path / "logs"  # data/MNIST/raw/*.gz, torchvision's layout
     common = [
         "--config", "configs/mnist.yaml", "--data.data_dir", str(data), "--data.val_size", "100",
         "--trainer.accelerator", "cpu", "--trainer.logger.init_args.save_dir", str(logs),

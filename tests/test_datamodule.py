@@ -7,12 +7,6 @@ import pytest
 import torch
 
 from datamodule import CIFAR10DataModule, DataError
-from tests.fake_data import write_cifar10
-
-
-@pytest.fixture(scope="module")
-def cifar_dir(tmp_path_factory):
-    return write_cifar10(tmp_path_factory.mktemp("cifar"), n_train=200, n_test=40)
 
 
 def test_cifar10_is_read_as_uint8_nchw_in_the_original_layout(cifar_dir):
@@ -20,16 +14,16 @@ def test_cifar10_is_read_as_uint8_nchw_in_the_original_layout(cifar_dir):
     dm.prepare_data()
     dm.setup("fit")
     assert dm.image_shape == (3, 32, 32)
-    assert dm.train_images.dtype == torch.uint8 and dm.train_images.shape == (200, 3, 32, 32)
+    assert dm.train_images.dtype == torch.uint8 and dm.train_images.shape == (320, 3, 32, 32)
     # Each pickle row is 1024 red, 1024 green, 1024 blue values, row-major: channel-major NCHW.
     with open(cifar_dir / "cifar-10-batches-py" / "data_batch_1", "rb") as f:
         row = pickle.load(f, encoding="latin1")["data"][0]
     assert np.array_equal(dm.train_images[0].numpy().reshape(-1), row)
     # Validation falls back to the test split; the test split is the test batch.
-    assert torch.equal(dm.val_images, dm.test_images) and len(dm.test_images) == 40
+    assert torch.equal(dm.val_images, dm.test_images) and len(dm.test_images) == 64
     batch = next(iter(dm.train_dataloader()))
     assert batch.dtype == torch.uint8 and batch.shape == (16, 3, 32, 32)
-    assert len(dm.train_dataloader()) == 200 // 16  # drop_last: every D update gets a full minibatch
+    assert len(dm.train_dataloader()) == 320 // 16  # drop_last: every D update gets a full minibatch
 
 
 def test_val_size_holds_out_the_end_of_the_train_split(cifar_dir):
@@ -37,7 +31,7 @@ def test_val_size_holds_out_the_end_of_the_train_split(cifar_dir):
     dm.setup("fit")
     full = CIFAR10DataModule(str(cifar_dir), verify_checksums=False, download=False)
     full.setup("fit")
-    assert len(dm.train_images) == 150 and torch.equal(dm.val_images, full.train_images[150:])
+    assert len(dm.train_images) == 270 and torch.equal(dm.val_images, full.train_images[270:])
 
 
 def test_checksums_are_verified_by_default(cifar_dir):
@@ -65,5 +59,5 @@ def test_bad_options_are_refused(cifar_dir):
     with pytest.raises(ValueError, match="data.batch_size must be an integer >= 1"):
         CIFAR10DataModule(str(cifar_dir), batch_size=0)
     dm = CIFAR10DataModule(str(cifar_dir), batch_size=512, verify_checksums=False, download=False)
-    with pytest.raises(DataError, match="data.batch_size=512 is larger than the 200 training images"):
+    with pytest.raises(DataError, match="data.batch_size=512 is larger than the 320 training images"):
         dm.setup("fit")

@@ -7,45 +7,22 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
 from gan_module import GAN
-from networks import MLPDiscriminator, MLPGenerator
 
 SHAPE = (1, 4, 4)
 
 
-def make_gan(ema_decay: float | None = 0.9, k: int = 1, seed: int = 0) -> GAN:
-    torch.manual_seed(seed)
-    return GAN(
-        MLPGenerator(latent_dim=3, image_shape=SHAPE, hidden_dims=(8, 8)),  # BatchNorm: buffers are averaged too
-        MLPDiscriminator(image_shape=SHAPE, hidden_dims=(8,)),
-        latent_dim=3,
-        image_shape=SHAPE,
-        k=k,
-        noise_seed=1,
-        grid_size=2,
-        ema_decay=ema_decay,
-    )
+@pytest.fixture
+def make_gan(tiny_gan):
+    """``make_gan(ema_decay, k, seed)``: the EMA tests' GAN, with BatchNorm in G, so its buffers are averaged too."""
 
+    def make(ema_decay: float | None = 0.9, k: int = 1, seed: int = 0) -> GAN:
+        return tiny_gan(
+            latent_dim=3, g_hidden=(8, 8), d_hidden=(8,), noise_seed=1, grid_size=2, ema_decay=ema_decay, k=k, seed=seed
+        )
 
-def loader() -> DataLoader:
-    images = torch.randint(0, 256, (64, *SHAPE), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    return DataLoader(TensorDataset(images), batch_size=8, shuffle=False)
-
-
-def trainer(max_steps: int, callbacks: list | None = None) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=max_steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        callbacks=callbacks or [],
-    )
+    return make
 
 
 def float_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -83,10 +60,10 @@ def assert_state_close(actual: dict, expected: dict) -> None:
 
 
 @pytest.mark.parametrize("k", [1, 2])
-def test_ema_equals_hand_computed_average_after_g_steps(k: int) -> None:
+def test_ema_equals_hand_computed_average_after_g_steps(k: int, cpu_trainer, image_loader, make_gan) -> None:
     decay, batches = 0.8, 6
     model, record = make_gan(ema_decay=decay, k=k), RecordG()
-    trainer(max_steps=batches + batches // k, callbacks=[record]).fit(model, loader())
+    cpu_trainer(max_steps=batches + batches // k, callbacks=[record]).fit(model, image_loader(shuffle=False))
     assert len(record.states) == batches // k  # updated after G steps only, not after D steps
     assert int(model.G_ema.n_averaged) == batches // k
     assert_state_close(float_state(model.G_ema.module), hand_ema(record.states, decay))
@@ -94,9 +71,9 @@ def test_ema_equals_hand_computed_average_after_g_steps(k: int) -> None:
     assert not torch.allclose(model.G_ema.module.net[0].weight, model.G.net[0].weight)
 
 
-def test_samples_come_from_the_ema() -> None:
+def test_samples_come_from_the_ema(cpu_trainer, image_loader, make_gan) -> None:
     model = make_gan(ema_decay=0.5)
-    trainer(max_steps=8).fit(model, loader())
+    cpu_trainer(max_steps=8).fit(model, image_loader(shuffle=False))
     z = torch.randn(5, 3)
     model.G_ema.module.eval(), model.G.eval()
     with torch.no_grad():
@@ -107,11 +84,11 @@ def test_samples_come_from_the_ema() -> None:
     torch.testing.assert_close(model.generate(z, quantize=False), unit)
 
 
-def test_ema_checkpoint_round_trip_and_resume(tmp_path: Path) -> None:
+def test_ema_checkpoint_round_trip_and_resume(tmp_path: Path, cpu_trainer, image_loader, make_gan) -> None:
     decay = 0.7
     first = make_gan(ema_decay=decay)
-    t1 = trainer(max_steps=2 * 3)  # k = 1: 3 training steps of one D and one G update each
-    t1.fit(first, loader())
+    t1 = cpu_trainer(max_steps=2 * 3)  # k = 1: 3 training steps of one D and one G update each
+    t1.fit(first, image_loader(shuffle=False))
     path = tmp_path / "ema.ckpt"
     t1.save_checkpoint(path)
     saved = float_state(first.G_ema.module)
@@ -120,17 +97,17 @@ def test_ema_checkpoint_round_trip_and_resume(tmp_path: Path) -> None:
     # Resume in a fresh model with other initial weights: the EMA is restored and continues from where it was.
     resumed, record = make_gan(ema_decay=decay, seed=99), RecordG()
     assert not torch.allclose(resumed.G_ema.module.net[0].weight, saved["net.0.weight"])
-    trainer(max_steps=2 * 5, callbacks=[record]).fit(
-        resumed, loader(), ckpt_path=path, weights_only=False
+    cpu_trainer(max_steps=2 * 5, callbacks=[record]).fit(
+        resumed, image_loader(shuffle=False), ckpt_path=path, weights_only=False
     )  # hparams hold the modules
     assert len(record.states) == 2 and int(resumed.G_ema.n_averaged) == 5
     assert_state_close(float_state(resumed.G_ema.module), hand_ema(record.states, decay, start=saved))
 
 
-def test_checkpoint_without_ema_starts_the_average_from_g(tmp_path: Path) -> None:
+def test_checkpoint_without_ema_starts_the_average_from_g(tmp_path: Path, cpu_trainer, image_loader, make_gan) -> None:
     plain = make_gan(ema_decay=None)
-    t = trainer(max_steps=4)
-    t.fit(plain, loader())
+    t = cpu_trainer(max_steps=4)
+    t.fit(plain, image_loader(shuffle=False))
     path = tmp_path / "plain.ckpt"
     t.save_checkpoint(path)
     with_ema = make_gan(ema_decay=0.9, seed=5)
@@ -142,8 +119,8 @@ def test_checkpoint_without_ema_starts_the_average_from_g(tmp_path: Path) -> Non
 
     # and the other way: an EMA checkpoint loads into a model without EMA (G's own weights), with a warning
     ema_ckpt_model = make_gan(ema_decay=0.9)
-    t2 = trainer(max_steps=4)
-    t2.fit(ema_ckpt_model, loader())
+    t2 = cpu_trainer(max_steps=4)
+    t2.fit(ema_ckpt_model, image_loader(shuffle=False))
     t2.save_checkpoint(path)
     checkpoint = torch.load(path, weights_only=False)
     no_ema = make_gan(ema_decay=None, seed=7)
@@ -154,12 +131,12 @@ def test_checkpoint_without_ema_starts_the_average_from_g(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("decay", [0.0, 1.0, -0.5, 1.5])
-def test_bad_ema_decay_is_refused(decay: float) -> None:
+def test_bad_ema_decay_is_refused(decay: float, make_gan) -> None:
     with pytest.raises(ValueError, match=r"model.ema_decay must be in \(0, 1\)"):
         make_gan(ema_decay=decay)
 
 
-def test_ema_is_off_by_default() -> None:
+def test_ema_is_off_by_default(make_gan) -> None:
     model = make_gan(ema_decay=None)
     assert model.G_ema is None
     assert not any(key.startswith("G_ema") for key in model.state_dict())

@@ -6,38 +6,11 @@ import pytest
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
-from torch.utils.data import DataLoader
 
-from datamodule import UInt8Images, _identity
 from gan_module import GAN, GANAdam, d_loss, g_loss_minimax, g_loss_non_saturating
 from networks import MLPDiscriminator, MLPGenerator
 
 SHAPE = (1, 4, 4)
-
-
-def tiny_gan(**kwargs) -> GAN:
-    latent = kwargs.pop("latent_dim", 8)
-    g = kwargs.pop("generator", None) or MLPGenerator(max(latent, 1), SHAPE, hidden_dims=(16, 16))
-    d = kwargs.pop("discriminator", None) or MLPDiscriminator(SHAPE, hidden_dims=(16,))
-    return GAN(g, d, latent_dim=latent, image_shape=SHAPE, **kwargs)
-
-
-def loader(n: int = 64, batch_size: int = 8, seed: int = 0) -> DataLoader:
-    images = torch.randint(0, 256, (n, *SHAPE), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
-    return DataLoader(UInt8Images(images), batch_size=batch_size, shuffle=True, drop_last=True, collate_fn=_identity)
-
-
-def trainer(tmp_path, **kwargs) -> L.Trainer:
-    defaults = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
-    return L.Trainer(**{**defaults, **kwargs})
 
 
 # --- losses -------------------------------------------------------------------------------------------------
@@ -103,11 +76,10 @@ class Recording(GAN):
 
 
 @pytest.mark.parametrize("k", [1, 3])
-def test_k_discriminator_updates_per_generator_update(tmp_path, k):
-    g, d = MLPGenerator(8, SHAPE, hidden_dims=(16, 16)), MLPDiscriminator(SHAPE, hidden_dims=(16,))
-    model = Recording(g, d, latent_dim=8, image_shape=SHAPE, k=k)
+def test_k_discriminator_updates_per_generator_update(k, cpu_trainer, image_loader, tiny_gan):
+    model = tiny_gan(cls=Recording, k=k)
     n = 6
-    trainer(tmp_path, max_epochs=1, limit_train_batches=n).fit(model, loader())
+    cpu_trainer(max_epochs=1, limit_train_batches=n).fit(model, image_loader())
     names = [e[0] for e in model.events]
     assert names.count("D") == n and names.count("G") == n // k
     # The order of Algorithm 1: k D updates, then one G update.
@@ -124,10 +96,9 @@ def test_k_discriminator_updates_per_generator_update(tmp_path, k):
     assert d_steps == {n} and g_steps == {n // k}
 
 
-def test_every_update_draws_fresh_noise_and_every_d_update_its_own_batch(tmp_path):
-    g, d = MLPGenerator(8, SHAPE, hidden_dims=(16, 16)), MLPDiscriminator(SHAPE, hidden_dims=(16,))
-    model = Recording(g, d, latent_dim=8, image_shape=SHAPE, k=2)
-    trainer(tmp_path, max_epochs=1, limit_train_batches=4).fit(model, loader())
+def test_every_update_draws_fresh_noise_and_every_d_update_its_own_batch(cpu_trainer, image_loader, tiny_gan):
+    model = tiny_gan(cls=Recording, k=2)
+    cpu_trainer(max_epochs=1, limit_train_batches=4).fit(model, image_loader())
     # 4 D updates (4 noise draws) and 2 G updates (2 draws): 6 distinct z batches.
     assert len(model.z_drawn) == 6
     flat = torch.stack([z.flatten() for z in model.z_drawn])
@@ -136,7 +107,7 @@ def test_every_update_draws_fresh_noise_and_every_d_update_its_own_batch(tmp_pat
     assert len(batches) == 4 and torch.cdist(batches, batches).add(torch.eye(4) * 1e9).min() > 0
 
 
-def test_noise_stream_depends_on_seed_rank_and_step_only():
+def test_noise_stream_depends_on_seed_rank_and_step_only(tiny_gan):
     a, b = tiny_gan(noise_seed=7), tiny_gan(noise_seed=7)
     a.setup("fit"), b.setup("fit")
     za = a.sample_z(4, a._noise_generator(a.d_updates))
@@ -146,7 +117,7 @@ def test_noise_stream_depends_on_seed_rank_and_step_only():
     assert not torch.equal(za, b.sample_z(4, b._noise_generator(b.d_updates)))
 
 
-def test_fixed_noise_is_saved_in_the_checkpoint():
+def test_fixed_noise_is_saved_in_the_checkpoint(tiny_gan):
     a = tiny_gan(noise_seed=3)
     assert "fixed_z" in a.state_dict() and a.fixed_z.shape == (64, 8)
     b = tiny_gan(noise_seed=4)
@@ -155,7 +126,7 @@ def test_fixed_noise_is_saved_in_the_checkpoint():
     assert torch.equal(a.fixed_z, b.fixed_z)
 
 
-def test_uniform_prior_and_scaling_round_trip():
+def test_uniform_prior_and_scaling_round_trip(tiny_gan):
     model = tiny_gan(prior="uniform")
     z = model.sample_z(1000)
     assert z.min() >= -1 and z.max() <= 1 and z.abs().mean() > 0.4
@@ -192,7 +163,7 @@ class FreshnessCheckingD(nn.Module):
         return out
 
 
-def test_bf16_autocast_never_uses_stale_weights(tmp_path):
+def test_bf16_autocast_never_uses_stale_weights(tiny_gan, cpu_trainer, image_loader):
     # Large SGD steps make a stale cast obvious; the check runs inside Lightning's one-autocast-per-step.
     d = FreshnessCheckingD()
     model = tiny_gan(
@@ -201,8 +172,8 @@ def test_bf16_autocast_never_uses_stale_weights(tmp_path):
         d_optimizer=partial(torch.optim.SGD, lr=5.0),
         g_optimizer=partial(torch.optim.SGD, lr=5.0),
     )
-    trainer(tmp_path, max_epochs=1, limit_train_batches=6, plugins=[CachedAutocast("bf16-mixed", "cpu")]).fit(
-        model, loader()
+    cpu_trainer(max_epochs=1, limit_train_batches=6, plugins=[CachedAutocast("bf16-mixed", "cpu")]).fit(
+        model, image_loader()
     )
     assert model.d_updates == 6
     assert d.max_error < 0.05
@@ -222,12 +193,12 @@ def test_bf16_autocast_never_uses_stale_weights(tmp_path):
         ({"grad_clip_norm": 0.0}, "model.grad_clip_norm"),
     ],
 )
-def test_bad_arguments_are_refused(kwargs, message):
+def test_bad_arguments_are_refused(kwargs, message, tiny_gan):
     with pytest.raises(ValueError, match=message):
         tiny_gan(**kwargs)
 
 
-def test_generator_that_does_not_fit_the_data_is_refused():
+def test_generator_that_does_not_fit_the_data_is_refused(tiny_gan):
     g = MLPGenerator(8, (3, 32, 32), hidden_dims=(16,))
     with pytest.raises(ValueError, match=r"makes images of shape \(3, 32, 32\).*shape \(1, 4, 4\)"):
         tiny_gan(generator=g)
@@ -247,11 +218,11 @@ class NaNAfter(MLPDiscriminator):
         return out * float("nan") if self.training and self.calls > self.after else out
 
 
-def test_non_finite_loss_stops_before_the_step_and_names_it(tmp_path):
+def test_non_finite_loss_stops_before_the_step_and_names_it(tiny_gan, cpu_trainer, image_loader):
     # At k = 1, D runs 3× per training step (real and fake for D's update, fake for G's); global_step counts 2.
     model = tiny_gan(discriminator=NaNAfter(after=9))  # the 10th call: D's update in the 4th training step
     with pytest.raises(FloatingPointError, match=r"loss/d became nan .* at global step 6 \(epoch 0, after 3 D upd"):
-        trainer(tmp_path, max_epochs=1, limit_train_batches=6).fit(model, loader())
+        cpu_trainer(max_epochs=1, limit_train_batches=6).fit(model, image_loader())
     assert all(torch.isfinite(p).all() for p in model.parameters())  # the bad update was never applied
 
 
@@ -267,10 +238,9 @@ class ClipRecording(GAN):
 
 
 @pytest.mark.parametrize("clip", [None, 1e-3])
-def test_grad_clip_norm_clips_each_update(tmp_path, clip):
-    g, d = MLPGenerator(8, SHAPE, hidden_dims=(16, 16)), MLPDiscriminator(SHAPE, hidden_dims=(16,))
-    model = ClipRecording(g, d, latent_dim=8, image_shape=SHAPE, grad_clip_norm=clip)
-    trainer(tmp_path, max_epochs=1, limit_train_batches=3).fit(model, loader())
+def test_grad_clip_norm_clips_each_update(clip, cpu_trainer, image_loader, tiny_gan):
+    model = tiny_gan(cls=ClipRecording, grad_clip_norm=clip)
+    cpu_trainer(max_epochs=1, limit_train_batches=3).fit(model, image_loader())
     assert len(model.norms) == 6  # 3 D and 3 G updates, each seen just before its step
     if clip is None:
         assert max(model.norms) > 1e-2
@@ -289,7 +259,7 @@ def test_grad_clip_norm_clips_each_update(tmp_path, clip):
         ({"g_samples": "reused"}, "model.g_samples must be one of"),
     ],
 )
-def test_bad_update_options_are_refused(kwargs, message):
+def test_bad_update_options_are_refused(kwargs, message, tiny_gan):
     with pytest.raises(ValueError, match=message):
         tiny_gan(**kwargs)
 
@@ -298,15 +268,14 @@ def test_bad_update_options_are_refused(kwargs, message):
     ("update", "g_samples", "expected"),
     [("alternating", None, "fresh"), ("simultaneous", None, "shared"), ("simultaneous", "fresh", "fresh")],
 )
-def test_g_samples_follow_the_update_order_unless_given(update, g_samples, expected):
+def test_g_samples_follow_the_update_order_unless_given(update, g_samples, expected, tiny_gan):
     assert tiny_gan(update=update, g_samples=g_samples).g_samples == expected
 
 
 @pytest.mark.parametrize("update", ["alternating", "simultaneous"])
-def test_one_training_step_is_one_update_of_each_network_in_both_orders(tmp_path, update):
-    g, d = MLPGenerator(8, SHAPE, hidden_dims=(16, 16)), MLPDiscriminator(SHAPE, hidden_dims=(16,))
-    model = Recording(g, d, latent_dim=8, image_shape=SHAPE, update=update)
-    trainer(tmp_path, max_epochs=1, limit_train_batches=4).fit(model, loader())
+def test_one_training_step_is_one_update_of_each_network_in_both_orders(update, cpu_trainer, image_loader, tiny_gan):
+    model = tiny_gan(cls=Recording, update=update)
+    cpu_trainer(max_epochs=1, limit_train_batches=4).fit(model, image_loader())
     assert [e[0] for e in model.events] == ["D", "G"] * 4
     assert model.global_step == 8 and model.d_updates == 4
     # Simultaneous: D's step happens while G holds its gradient (taken at the same point); never the reverse.
@@ -326,10 +295,10 @@ class WinningD(nn.Module):
         return self.bias.expand(x.shape[0], 1) + 0 * x.flatten(1).sum(1, keepdim=True)
 
 
-def test_a_run_where_d_has_won_says_so_once(tmp_path):
+def test_a_run_where_d_has_won_says_so_once(tiny_gan, cpu_trainer, image_loader):
     model = tiny_gan(discriminator=WinningD(), d_optimizer=partial(torch.optim.SGD, lr=1e-9))
     with pytest.warns(UserWarning, match=r"D has won: in epoch 0 the mean D\(G\(z\)\) was 2\.1e-09") as caught:
-        trainer(tmp_path, max_epochs=3, limit_train_batches=2).fit(model, loader())
+        cpu_trainer(max_epochs=3, limit_train_batches=2).fit(model, image_loader())
     assert sum("D has won" in str(w.message) for w in caught) == 1  # once, not every epoch
     assert model.current_epoch == 3  # a warning only: without EarlyStopping the run goes on
 
@@ -343,16 +312,16 @@ def stop_after_3_dead_epochs():
     )
 
 
-def test_early_stopping_on_d_won_epochs_ends_a_run_where_d_has_won_for_3_epochs(tmp_path):
+def test_early_stopping_on_d_won_epochs_ends_a_run_where_d_has_won_for_3_epochs(tiny_gan, cpu_trainer, image_loader):
     stop = stop_after_3_dead_epochs()
     model = tiny_gan(discriminator=WinningD(), d_optimizer=partial(torch.optim.SGD, lr=1e-9))
     with pytest.warns(UserWarning, match="D has won"):
-        trainer(tmp_path, max_epochs=10, limit_train_batches=2, callbacks=[stop]).fit(model, loader())
+        cpu_trainer(max_epochs=10, limit_train_batches=2, callbacks=[stop]).fit(model, image_loader())
     assert stop.stopped_epoch == 2 and model.current_epoch == 3 and model.d_won_epochs == 3
     # A healthy run (D(G(z)) near 0.5) is not stopped, and its count stays 0.
     stop = stop_after_3_dead_epochs()
     model = tiny_gan()
-    trainer(tmp_path, max_epochs=4, limit_train_batches=2, callbacks=[stop]).fit(model, loader())
+    cpu_trainer(max_epochs=4, limit_train_batches=2, callbacks=[stop]).fit(model, image_loader())
     assert stop.stopped_epoch == 0 and model.current_epoch == 4 and model.d_won_epochs == 0
 
 
@@ -372,9 +341,9 @@ class EpochCounter(L.Callback):
         pl_module.D.epoch = trainer.current_epoch
 
 
-def test_a_dip_shorter_than_3_epochs_warns_but_is_not_stopped(tmp_path):
+def test_a_dip_shorter_than_3_epochs_warns_but_is_not_stopped(tiny_gan, cpu_trainer, image_loader):
     stop = stop_after_3_dead_epochs()
     model = tiny_gan(discriminator=WinsOnlyInEpoch({1, 2}), d_optimizer=partial(torch.optim.SGD, lr=1e-9))
     with pytest.warns(UserWarning, match="D has won: in epoch 1"):
-        trainer(tmp_path, max_epochs=5, limit_train_batches=2, callbacks=[stop, EpochCounter()]).fit(model, loader())
+        cpu_trainer(max_epochs=5, limit_train_batches=2, callbacks=[stop, EpochCounter()]).fit(model, image_loader())
     assert stop.stopped_epoch == 0 and model.current_epoch == 5 and model.d_won_epochs == 0

@@ -16,7 +16,6 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from gan_module import GAN
 from metrics import DEFAULT_SIGMAS, InceptionMetrics, ParzenWindow, parzen_log_likelihood, select_sigma
-from networks import MLPDiscriminator, MLPGenerator
 
 # --- the Parzen estimator -------------------------------------------------------------------------------------
 
@@ -116,22 +115,10 @@ class TinyImages(L.LightningDataModule):
         return DataLoader(TensorDataset(self.test_images), batch_size=16)
 
 
-def tiny_gan(shape: tuple[int, int, int] = SHAPE, out: str = "sigmoid") -> GAN:
-    torch.manual_seed(0)
-    return GAN(
-        MLPGenerator(latent_dim=4, image_shape=shape, hidden_dims=(16, 16), out_activation=out),
-        MLPDiscriminator(image_shape=shape, hidden_dims=(8,)),
-        latent_dim=4,
-        image_shape=shape,
-        grid_size=2,
-    )
-
-
-def evaluator(callbacks: list) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=callbacks,
-    )  # fmt: skip
+@pytest.fixture
+def metric_gan(tiny_gan):
+    """``metric_gan(out)``: a seeded tiny GAN on 1×6×6 images, its G ending in ``out`` (sigmoid: pixels in [0, 1])."""
+    return lambda out="sigmoid": tiny_gan(shape=SHAPE, latent_dim=4, d_hidden=(8,), out=out, grid_size=2, seed=0)
 
 
 def g_samples(model: GAN, n: int, seed: int, quantize: bool = True) -> torch.Tensor:
@@ -145,14 +132,14 @@ def scipy_parzen(mu: np.ndarray, x: np.ndarray, sigma: float) -> np.ndarray:
 
 
 @pytest.mark.parametrize("stage", ["validate", "test"])
-def test_parzen_callback_follows_the_protocol(stage: str) -> None:
-    model, data = tiny_gan(), TinyImages()
+def test_parzen_callback_follows_the_protocol(stage: str, metric_gan, cpu_trainer) -> None:
+    model, data = metric_gan(), TinyImages()
     sigmas, num_val = [0.05, 0.2, 0.5, 1.0], 10
     # The first num_val validation images lie on G's samples (a narrow window fits them best), the others are
     # noise (a wide one fits them best): only the first num_val may choose σ.
     data.val_images[:num_val] = g_samples(model, num_val, seed=5)
     callback = ParzenWindow(num_samples=25, num_val=num_val, sigmas=sigmas, batch_size=7, seed=5)
-    results = getattr(evaluator([callback]), stage)(model, datamodule=data)[0]
+    results = getattr(cpu_trainer(limit_val_batches=1.0, callbacks=[callback]), stage)(model, datamodule=data)[0]
 
     # Independently: G's unrounded samples in [0, 1] (the callback's seed), σ by the first num_val validation
     # images, then the mean log-likelihood and its standard error on the validation or test images.
@@ -168,13 +155,15 @@ def test_parzen_callback_follows_the_protocol(stage: str) -> None:
     assert results["parzen/ll_se"] == pytest.approx(ll.std() / math.sqrt(len(ll)), rel=1e-4)
 
 
-def test_parzen_callback_needs_image_data() -> None:
+def test_parzen_callback_needs_image_data(metric_gan, cpu_trainer) -> None:
     class NoImages(L.LightningDataModule):
         def val_dataloader(self) -> DataLoader:
             return DataLoader(TensorDataset(torch.zeros(4, *SHAPE)), batch_size=4)
 
     with pytest.raises(RuntimeError, match="trainer.datamodule.val_images"):
-        evaluator([ParzenWindow(num_samples=4)]).validate(tiny_gan(), datamodule=NoImages())
+        cpu_trainer(limit_val_batches=1.0, callbacks=[ParzenWindow(num_samples=4)]).validate(
+            metric_gan(), datamodule=NoImages()
+        )
 
 
 # --- FID / IS / KID with a small feature extractor ---------------------------------------------------------------
@@ -215,12 +204,12 @@ def kid_by_formula(x: np.ndarray, y: np.ndarray) -> float:
     return float(off(kxx) + off(kyy) - 2 * kxy.mean())
 
 
-def test_inception_metrics_match_the_formulas_and_reuse_real_features() -> None:
-    model, data, extractor = tiny_gan(out="tanh"), TinyImages(n_val=20), SmallFeatures()
+def test_inception_metrics_match_the_formulas_and_reuse_real_features(metric_gan, cpu_trainer) -> None:
+    model, data, extractor = metric_gan(out="tanh"), TinyImages(n_val=20), SmallFeatures()
     callback = InceptionMetrics(
         num_samples=20, feature_extractor=extractor, batch_size=8, is_splits=1, kid_subsets=1, kid_subset_size=20
     )
-    trainer = evaluator([callback])
+    trainer = cpu_trainer(limit_val_batches=1.0, callbacks=[callback])
     first = trainer.validate(model, datamodule=data)[0]
 
     fake = g_samples(model, 20, seed=0).expand(-1, 3, -1, -1)  # 1 channel repeated to 3, as Inception wants
@@ -286,13 +275,13 @@ def inception_weights(tmp_path, monkeypatch):
     return path, state
 
 
-def test_inception_metrics_load_weights_from_disk(inception_weights) -> None:
+def test_inception_metrics_load_weights_from_disk(inception_weights, metric_gan) -> None:
     path, state = inception_weights
     callback = InceptionMetrics(num_samples=2, weights_path=str(path), batch_size=2, is_splits=2, kid_subset_size=2)
     loaded = callback.extractor.inception.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in state.items())
     data = TinyImages(n_val=2)  # few images: a 299 × 299 Inception pass takes about a second each on a CPU core
-    scores = callback.evaluate(tiny_gan(out="tanh"), "val", data.val_images)
+    scores = callback.score(metric_gan(out="tanh"), "val", data.val_images)
     assert set(scores) == {"fid", "is_mean", "is_std", "kid_mean", "kid_std"}
     assert all(math.isfinite(v) for v in scores.values())
 

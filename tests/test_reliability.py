@@ -23,15 +23,11 @@ from tests.fake_data import write_cifar10, write_mnist
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def cifar_dir(tmp_path_factory) -> Path:
-    return write_cifar10(tmp_path_factory.mktemp("cifar"), n_train=160, n_test=16)
-
-
 def args_for(cifar_dir: Path, logs: Path, *extra: str) -> list[str]:
     return [
         "--config", "configs/cifar.yaml", "--data.data_dir", str(cifar_dir), "--data.verify_checksums", "false",
-        "--data.batch_size", "16", "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
+        "--data.batch_size", "16", "--trainer.limit_train_batches", "10",  # 10 batches an epoch
+        "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
         "--trainer.logger.init_args.save_dir", str(logs),
         "--model.generator.init_args.hidden_dims", "[16, 16, 16]",
         "--model.discriminator.init_args.hidden_dims", "[16]",

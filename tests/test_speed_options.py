@@ -16,10 +16,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from datamodule import CIFAR10DataModule, SeededBatches, UInt8Images, _identity
+from datamodule import CIFAR10DataModule, SeededBatches, TensorRows, _identity
 from gan_module import GAN, GANAdam
-from networks import MLPDiscriminator, MLPGenerator
-from tests.fake_data import write_cifar10
 
 SHAPE = (3, 32, 32)
 
@@ -36,37 +34,24 @@ def _ids(batch: torch.Tensor) -> list[int]:
     return (batch[:, 0, 0, 0].long() * 256 + batch[:, 0, 0, 1].long()).tolist()
 
 
-def _tiny_gan(**kwargs: object) -> GAN:
-    return GAN(
-        MLPGenerator(16, SHAPE, hidden_dims=[8, 8, 8, 8]),
-        MLPDiscriminator(SHAPE, hidden_dims=[8, 8, 8]),
-        latent_dim=16,
-        image_shape=SHAPE,
-        noise_seed=0,
-        **kwargs,
+@pytest.fixture
+def cifar_gan(tiny_gan):
+    """``cifar_gan(**options)``: a tiny MLP GAN on 3×32×32 images."""
+    return lambda **kwargs: tiny_gan(
+        shape=SHAPE, latent_dim=16, g_hidden=(8, 8, 8, 8), d_hidden=(8, 8, 8), noise_seed=0, **kwargs
     )
 
 
-def _fit(model: L.LightningModule, data: L.LightningDataModule, batches: int = 3, **kwargs: object) -> L.Trainer:
-    options = {
-        "accelerator": "cpu",
-        "devices": 1,
-        "max_epochs": 1,
-        "limit_train_batches": batches,
-        "limit_val_batches": 0,
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-    }
-    trainer = L.Trainer(**{**options, **kwargs})
-    trainer.fit(model, datamodule=data)
-    return trainer
+@pytest.fixture
+def fit(cpu_trainer):
+    """``fit(model, data, batches, **trainer_options)``: one epoch of ``batches`` training batches."""
 
+    def run(model: L.LightningModule, data: L.LightningDataModule, batches: int | float = 3, **kwargs) -> L.Trainer:
+        trainer = cpu_trainer(max_epochs=1, limit_train_batches=batches, **kwargs)
+        trainer.fit(model, datamodule=data)
+        return trainer
 
-@pytest.fixture(scope="module")
-def cifar_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_cifar10(tmp_path_factory.mktemp("cifar"), n_train=320, n_test=64)
+    return run
 
 
 def _data(cifar_dir: Path, **kwargs: object) -> CIFAR10DataModule:
@@ -101,7 +86,7 @@ def test_on_device_batches_equal_a_dataloader_with_distributed_sampler(shuffle: 
     for rank in range(2):
         ours = SeededBatches(images, 16, shuffle, drop_last, num_replicas=2, rank=rank, seed=7)
         sampler = DistributedSampler(range(150), num_replicas=2, rank=rank, shuffle=shuffle, seed=7)
-        plain = DataLoader(UInt8Images(images), 16, sampler=sampler, drop_last=drop_last, collate_fn=_identity)
+        plain = DataLoader(TensorRows(images), 16, sampler=sampler, drop_last=drop_last, collate_fn=_identity)
         orders = []
         for epoch in range(2):
             ours.sampler.set_epoch(epoch)  # what Lightning calls at every epoch
@@ -146,7 +131,7 @@ def test_on_device_refuses_worker_processes(cifar_dir: Path) -> None:
         _data(cifar_dir, on_device=True, num_workers=2)
 
 
-def test_on_device_trains_and_sees_the_whole_epoch(cifar_dir: Path) -> None:
+def test_on_device_trains_and_sees_the_whole_epoch(cifar_dir: Path, cifar_gan, fit) -> None:
     seen: list[str] = []
 
     class Record(L.Callback):
@@ -154,8 +139,8 @@ def test_on_device_trains_and_sees_the_whole_epoch(cifar_dir: Path) -> None:
             assert batch.dtype == torch.uint8 and batch.device == pl_module.device
             seen.extend(hashlib.md5(img.numpy().tobytes()).hexdigest() for img in batch)
 
-    model, data = _tiny_gan(), _data(cifar_dir, on_device=True)
-    trainer = _fit(model, data, batches=1.0, callbacks=[Record()])
+    model, data = cifar_gan(), _data(cifar_dir, on_device=True)
+    trainer = fit(model, data, batches=1.0, callbacks=[Record()])
     assert isinstance(trainer.train_dataloader, SeededBatches)
     assert model.d_updates == 320 // 16
     everything = {hashlib.md5(img.numpy().tobytes()).hexdigest() for img in data.train_images}
@@ -173,12 +158,12 @@ class _WriteImageHashes(L.Callback):
             f.writelines(hashlib.md5(img.numpy().tobytes()).hexdigest() + "\n" for img in batch)
 
 
-def test_on_device_two_processes_read_disjoint_shards(cifar_dir: Path, tmp_path: Path) -> None:
+def test_on_device_two_processes_read_disjoint_shards(cifar_dir: Path, tmp_path: Path, cifar_gan, fit) -> None:
     from lightning.pytorch.strategies import DDPStrategy
 
-    model, data = _tiny_gan(), _data(cifar_dir, on_device=True)
+    model, data = cifar_gan(), _data(cifar_dir, on_device=True)
     strategy = DDPStrategy(start_method="spawn", find_unused_parameters=True)  # what cli.py picks, spawned
-    _fit(model, data, batches=1.0, devices=2, strategy=strategy, callbacks=[_WriteImageHashes(tmp_path)])
+    fit(model, data, batches=1.0, devices=2, strategy=strategy, callbacks=[_WriteImageHashes(tmp_path)])
     shards = [(tmp_path / f"rank{r}.txt").read_text().split() for r in range(2)]
     assert [len(s) for s in shards] == [160, 160]  # 320 images, batch 16: 10 batches per rank
     assert not set(shards[0]) & set(shards[1])
@@ -198,21 +183,21 @@ def _compile_works() -> bool:
 
 
 @pytest.mark.skipif(not _compile_works(), reason="torch.compile cannot run on this CPU build")
-def test_compile_trains_and_keeps_checkpoint_keys(cifar_dir: Path) -> None:
+def test_compile_trains_and_keeps_checkpoint_keys(cifar_dir: Path, cifar_gan, fit) -> None:
     torch.manual_seed(0)
-    model = _tiny_gan(compile=True)
-    plain_keys = set(_tiny_gan().state_dict())
+    model = cifar_gan(compile=True)
+    plain_keys = set(cifar_gan().state_dict())
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    _fit(model, _data(cifar_dir), batches=2)
+    fit(model, _data(cifar_dir), batches=2)
     assert model.d_updates == 2
     assert set(model.state_dict()) == plain_keys  # nn.Module.compile: no "_orig_mod." in the keys
     assert not torch.equal(before["G.net.0.weight"], model.G.net[0].weight)
     assert not torch.equal(before["D.net.1.weight"], model.D.net[1].weight)
 
 
-def test_bad_compile_mode_is_refused() -> None:
+def test_bad_compile_mode_is_refused(cifar_gan) -> None:
     with pytest.raises(ValueError, match=r"model\.compile_mode must be one of"):
-        _tiny_gan(compile_mode="fastest")
+        cifar_gan(compile_mode="fastest")
 
 
 def test_gan_adam_is_fused_by_default_on_cpu() -> None:
@@ -225,18 +210,18 @@ def test_gan_adam_is_fused_by_default_on_cpu() -> None:
 
 
 @pytest.mark.parametrize("option", [{}, {"fused": True}, {"foreach": True}])
-def test_fused_and_foreach_adam_train_like_the_per_tensor_loop(cifar_dir: Path, option: dict) -> None:
+def test_fused_and_foreach_adam_train_like_the_per_tensor_loop(cifar_dir: Path, option: dict, cifar_gan, fit) -> None:
     params = []
     for opt in ({"fused": False, "foreach": False}, option):  # torch's per-tensor loop, then the option
         torch.manual_seed(0)
         factory = partial(GANAdam, **opt)
-        model = _tiny_gan(g_optimizer=factory, d_optimizer=factory)
+        model = cifar_gan(g_optimizer=factory, d_optimizer=factory)
         L.seed_everything(0)
-        trainer = _fit(model, _data(cifar_dir), batches=3)
+        trainer = fit(model, _data(cifar_dir), batches=3)
         assert model.d_updates == 3
         assert trainer.optimizers[0].defaults["fused"] == opt.get("fused", None if opt.get("foreach") else True)
         params.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
-    assert not torch.equal(params[0], torch.cat([p.detach().flatten() for p in _tiny_gan().parameters()]))
+    assert not torch.equal(params[0], torch.cat([p.detach().flatten() for p in cifar_gan().parameters()]))
     # Same updates up to float rounding: Adam's first steps move a weight by about lr = 2e-4, and a rounding
     # difference in a near-zero gradient can flip part of one step, so compare against a fraction of lr.
     diff = (params[1] - params[0]).abs()
@@ -262,7 +247,7 @@ class _ConvD(nn.Module):
         return self.net(x)
 
 
-def test_channels_last_converts_only_4d_weights_and_trains_the_same(cifar_dir: Path) -> None:
+def test_channels_last_converts_only_4d_weights_and_trains_the_same(cifar_dir: Path, fit) -> None:
     params = []
     for channels_last in (False, True):
         torch.manual_seed(0)
@@ -273,7 +258,7 @@ def test_channels_last_converts_only_4d_weights_and_trains_the_same(cifar_dir: P
             assert p.is_contiguous(memory_format=torch.channels_last) == channels_last
         assert all(p.is_contiguous() for p in model.parameters() if p.dim() != 4)
         L.seed_everything(0)
-        _fit(model, _data(cifar_dir), batches=2)
+        fit(model, _data(cifar_dir), batches=2)
         params.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     torch.testing.assert_close(params[1], params[0], rtol=1e-4, atol=1e-5)
 
@@ -281,7 +266,9 @@ def test_channels_last_converts_only_4d_weights_and_trains_the_same(cifar_dir: P
 # --- per-step logging only on the logger's steps --------------------------------------------------------------
 
 
-def test_log_every_step_false_writes_the_same_tensorboard_scalars(cifar_dir: Path, tmp_path: Path) -> None:
+def test_log_every_step_false_writes_the_same_tensorboard_scalars(
+    cifar_dir: Path, tmp_path: Path, cifar_gan, fit
+) -> None:
     from lightning.pytorch.loggers import TensorBoardLogger
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -289,8 +276,8 @@ def test_log_every_step_false_writes_the_same_tensorboard_scalars(cifar_dir: Pat
     for every in (True, False):
         logger = TensorBoardLogger(str(tmp_path), name=f"every_{every}")
         L.seed_everything(0)
-        model = _tiny_gan(log_every_step=every)
-        _fit(model, _data(cifar_dir), batches=7, logger=logger, log_every_n_steps=3)
+        model = cifar_gan(log_every_step=every)
+        fit(model, _data(cifar_dir), batches=7, logger=logger, log_every_n_steps=3)
         events = EventAccumulator(logger.log_dir)
         events.Reload()
         tags = ("loss/d", "loss/g", "d/real", "d/fake")

@@ -25,7 +25,6 @@ import torch
 
 from gan_module import d_loss, g_loss_non_saturating
 from networks import MLPDiscriminator, SigmoidMLPGenerator
-from tests.fake_data import write_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 LATENT, HIDDEN, STEPS = 4, 16, 3
@@ -56,13 +55,6 @@ data:
   class_path: datamodule.MNISTDataModule
   init_args: {{batch_size: 8, val_size: 16}}
 """
-
-
-@pytest.fixture(scope="module")
-def mnist_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("mnist")
-    write_mnist(root, n_train=80, n_test=16)
-    return root
 
 
 def record(mnist_dir: Path, out: Path, update: str, g_samples: str, devices: int, precision: str) -> list[dict]:
