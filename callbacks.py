@@ -11,6 +11,8 @@ on the optimizers or the initial weights, not on the GAN's algorithm, so they ar
 - :class:`SigmoidBiasFromMarginals` – ``init_sigmoid_bias_from_marginals``: G's output bias starts at the
   logit of the mean training image.
 
+And :class:`LinearDecay`, a linear fall of the learning rate to the end of training (the mode lab's configs).
+
 Enable them in a config under ``trainer.callbacks`` (see ``configs/mnist.yaml``).
 """
 
@@ -118,6 +120,41 @@ class ExponentialDecay(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.steps = int(state_dict["steps"])
+
+
+class LinearDecay(Callback):
+    """Learning rate held at lr_0 until epoch ``start``, then falling linearly to ``end_factor · lr_0`` at epoch
+    ``end`` (and held there): training settles instead of stopping wherever the last update left it.
+
+    Both optimizers, every parameter group, set before every training step from the fractional epoch
+    e + i / (batches per epoch), so a resumed run continues the schedule. Written here because torch's schedulers
+    count steps, and Lightning steps a manual-optimization module's schedulers only when told.
+
+    Args:
+        start: epoch (fractional allowed) at which the decay begins, >= 0.
+        end: epoch at which it reaches ``end_factor``, > start (e.g. the config's max_epochs).
+        end_factor: the final fraction of lr_0, in [0, 1].
+    """
+
+    def __init__(self, start: float, end: float, end_factor: float = 0.0) -> None:
+        if not 0 <= start < end:
+            raise ValueError(f"LinearDecay needs 0 <= start < end, got start={start}, end={end}")
+        if not 0 <= end_factor <= 1:
+            raise ValueError(f"LinearDecay.end_factor must be in [0, 1], got {end_factor}")
+        self.start, self.end, self.end_factor = float(start), float(end), float(end_factor)
+
+    def factor(self, epoch: float) -> float:
+        """The fraction of lr_0 at fractional epoch ``epoch``."""
+        progress = min(max((epoch - self.start) / (self.end - self.start), 0.0), 1.0)
+        return 1.0 - (1.0 - self.end_factor) * progress
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        factor = self.factor(trainer.current_epoch + batch_idx / max(trainer.num_training_batches, 1))
+        for group in _param_groups(trainer):
+            group.setdefault("initial_lr", group["lr"])  # lr_0, saved with the optimizer's state
+            group["lr"] = group["initial_lr"] * factor
 
 
 class SigmoidBiasFromMarginals(Callback):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# GPU figures for the README's Performance section (issue 5); about 5 minutes on one H100.
+# GPU figures for the README's Performance section; about 5 minutes on one H100.
 #   bash benchmarks/gpu.sh [OUT_DIR]        (default: $OUT, else benchmarks/results)
-# Trains the seed's MLP GAN (configs/cifar.yaml, batch 64, k = 1) on a fake CIFAR-10-shaped folder the three
+# Trains Just4GAN's MLP GAN (configs/cifar.yaml, batch 64, k = 1) on a fake CIFAR-10-shaped folder the three
 # ways of benchmarks/speed.py, plus the project with the speed options, and writes one JSON line.
 set -euo pipefail
 cd "$(dirname "$0")/.."

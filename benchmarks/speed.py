@@ -1,4 +1,4 @@
-"""Speed of the seed's MLP GAN (configs/cifar.yaml: batch 64, k = 1) trained three ways on one machine.
+"""Speed of Just4GAN's MLP GAN (configs/cifar.yaml: batch 64, k = 1) trained three ways on one machine.
 
     python benchmarks/speed.py --device cpu --steps 50 --repeats 3
     python benchmarks/speed.py --device cuda --steps 200 --repeats 5 --variant "--data.on_device true"
@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 BATCH, LATENT, SEED = 64, 128, 1234  # configs/cifar.yaml
-G_HIDDEN, D_HIDDEN = [256, 512, 1024, 2048], [1024, 512, 256]  # the seed's widths (networks.py defaults)
+G_HIDDEN, D_HIDDEN = [256, 512, 1024, 2048], [1024, 512, 256]  # Just4GAN's widths (networks.py defaults)
 TINY = 16  # --overhead: every hidden layer this wide, so a step is mostly the loop's own overhead
 CIFAR10_TRAIN = 50_000
 
@@ -343,7 +343,7 @@ def main() -> None:
         "warmup": args.warmup,
         "data": args.data_dir if not args.fake else f"fake CIFAR-10 ({args.n_images} random images)",
         "c_workers": args.c_workers,
-        "networks": f"MLP, hidden widths {TINY} (--overhead)" if args.overhead else "MLP, the seed's widths",
+        "networks": f"MLP, hidden widths {TINY} (--overhead)" if args.overhead else "MLP, Just4GAN's widths",
     }
     print(json.dumps({**info, **results, "ratios": ratios}))
     if tmp is not None:

@@ -151,8 +151,8 @@ def _damaged(kind: str, root: Path) -> tuple[list[str], str]:
     if kind in ("cifar_truncated", "cifar_random"):
         data = write_cifar10(root / "cifar", n_train=160, n_test=16)
         batch = data / "cifar-10-batches-py" / "data_batch_3"
-        batch.write_bytes(batch.read_bytes()[:5000] if kind == "cifar_truncated" else os.urandom(5000))
-        return args_for(data, logs), f"error: {batch} is unreadable (UnpicklingError"
+        batch.write_bytes(batch.read_bytes()[:5000] if kind == "cifar_truncated" else random.Random(0).randbytes(5000))
+        return args_for(data, logs), f"error: {batch} is unreadable ("
     if kind == "mnist_truncated":
         write_mnist(root / "mnist", n_train=300, n_test=50)
         gz = root / "mnist" / "MNIST" / "raw" / "train-images-idx3-ubyte.gz"

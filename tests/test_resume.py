@@ -110,5 +110,9 @@ def test_resumed_run_is_bitwise_the_straight_run(data_dirs, tmp_path, config, de
     assert_bitwise_equal(a["state_dict"], b["state_dict"], "state_dict")
     assert_bitwise_equal(a["optimizer_states"], b["optimizer_states"], "optimizer_states")
     assert_bitwise_equal(a["gan"], b["gan"], "gan")
-    callbacks = {key: value for key, value in a["callbacks"].items() if not key.startswith("ModelCheckpoint")}
+    # The schedules' states (ExponentialDecay's step count, ...) must match too. Not compared: ModelCheckpoint's
+    # (file names) and EarlyStopping's: these checkpoints are written after a batch, before the epoch-end hooks,
+    # and Lightning does not rerun the epoch-end hooks of an epoch whose last batch a resumed checkpoint holds.
+    skip = ("ModelCheckpoint", "EarlyStopping")
+    callbacks = {key: value for key, value in a["callbacks"].items() if not key.startswith(skip)}
     assert_bitwise_equal(callbacks, {key: b["callbacks"][key] for key in callbacks}, "callbacks")

@@ -1,4 +1,4 @@
-"""The speed options (issue 5): the on-device data path, torch.compile, fused/foreach Adam, channels_last.
+"""The speed options: the on-device data path, torch.compile, fused/foreach Adam, channels_last.
 
 Behaviour only; speed is measured by benchmarks/speed.py, never here.
 """
