@@ -158,6 +158,7 @@ class GANCLI(LightningCLI):
             raise ConfigError(_one_line(str(err))) from err
         if self.checkpoint is not None:
             self._compare_with_checkpoint()
+            self.checkpoint = None  # Lightning loads the file itself; do not keep it mapped for the whole run
 
     def _run_subcommand(self, subcommand: str) -> None:
         try:
