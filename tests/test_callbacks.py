@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import networks
-from callbacks import ExponentialDecay, MomentumRamp, SigmoidBiasFromMarginals
+from callbacks import ExponentialDecay, LinearDecay, MomentumRamp, SigmoidBiasFromMarginals
 from datamodule import MNISTDataModule
 from gan_module import GAN
 from tests.fake_data import write_mnist
@@ -100,6 +100,17 @@ def test_schedules_drive_both_optimizers_and_survive_a_resume(tmp_path: Path) ->
     assert probe.seen[0][1][0] == pytest.approx((0.1 / 1.5**4, 0.6))
 
 
+def test_linear_decay_holds_then_falls_to_the_end_factor_by_fractional_epoch(tmp_path: Path) -> None:
+    decay = LinearDecay(start=1, end=3, end_factor=0.1)
+    assert [decay.factor(e) for e in (0.0, 1.0, 2.0, 3.0, 9.0)] == pytest.approx([1.0, 1.0, 0.55, 0.1, 0.1])
+    write_mnist(tmp_path, n_train=40, n_test=10)
+    probe = _Probe()
+    _fit(tmp_path, [LinearDecay(start=1, end=3), probe], epochs=3)  # 2 batches an epoch: epochs 0, 0.5, 1, ...
+    expected = [0.1 * f for f in (1.0, 1.0, 1.0, 0.75, 0.5, 0.25)]
+    assert [groups[0][0] for _, groups in probe.seen] == pytest.approx(expected)
+    assert all(len({g[0] for g in groups}) == 1 for _, groups in probe.seen)  # D's and G's alike
+
+
 def test_momentum_ramp_refuses_optimizers_without_momentum(tmp_path: Path) -> None:
     write_mnist(tmp_path, n_train=40, n_test=10)
     with pytest.raises(ValueError, match="use torch.optim.SGD"):
@@ -113,6 +124,8 @@ def test_momentum_ramp_refuses_optimizers_without_momentum(tmp_path: Path) -> No
         (lambda: MomentumRamp(epochs=0), "MomentumRamp.epochs"),
         (lambda: ExponentialDecay(decay_factor=0.5), "decay_factor"),
         (lambda: SigmoidBiasFromMarginals(eps=0.0), "eps"),
+        (lambda: LinearDecay(start=5, end=5), "start < end"),
+        (lambda: LinearDecay(start=0, end=5, end_factor=2.0), "end_factor"),
     ],
 )
 def test_bad_arguments(make, message: str) -> None:

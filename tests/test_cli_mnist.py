@@ -44,6 +44,7 @@ def test_fit_and_test_with_the_paper_config(mnist_dir: Path, tmp_path: Path) -> 
     assert "samples" in events.Tags()["images"]
 
     assert {"parzen/ll", "parzen/ll_se", "parzen/sigma"} <= scalars  # validation during fit
+    assert "parzen/curve" in events.Tags()["images"] and (run / "parzen" / "curve.png").stat().st_size > 1000
 
     result = _cli("test", *common, "--ckpt_path", "last")
     assert "test/d_real" in result.stdout and "parzen/ll" in result.stdout  # Table 1's number on the test set
