@@ -38,7 +38,7 @@ def variety(checkpoint: Path, real: torch.Tensor, n: int = 1000) -> float:
     from gan_module import GAN
 
     model = GAN.load_from_checkpoint(checkpoint, map_location="cpu")
-    samples = model.sample(n, torch.Generator().manual_seed(0)).float().flatten(1) / 255
+    samples = model.generate(model.sample_z(n, torch.Generator().manual_seed(0)), ema=False).float().flatten(1) / 255
     return (torch.pdist(samples).mean() / torch.pdist(real[:n].float().flatten(1) / 255).mean()).item()
 
 
