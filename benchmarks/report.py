@@ -1,10 +1,12 @@
-"""Plots of a run's logged curves for a report: the losses, D's outputs, and the Parzen figure when logged.
+"""Plots of logged curves for a report: a run's losses, D's outputs and Parzen figure, or one tag across runs.
 
     python benchmarks/report.py lightning_logs/mnist/version_0 [--out DIR]
+    python benchmarks/report.py RUN [RUN ...] --tag modes/high_quality --out seeds.png [--label-from 2]
 
-Reads the run's TensorBoard event files and writes ``losses.png``, ``d_outputs.png`` and, where the run logged
-``parzen/ll``, ``parzen.png`` (with ``parzen_raw/ll`` when an EMA of G was compared) into ``--out`` (default: the
-run folder). Prints the paths.
+The first form reads the run's TensorBoard event files and writes ``losses.png``, ``d_outputs.png`` and, where
+the run logged ``parzen/ll``, ``parzen.png`` (with ``parzen_raw/ll`` when an EMA of G was compared) into ``--out``
+(default: the run folder). The second plots ``--tag`` against the epoch for every run given, one line each,
+labelled by the run's path (its last ``--label-from`` parts). Prints the paths written.
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ def curves(run: Path) -> dict[str, list[tuple[int, float]]]:
     return out
 
 
+def by_epoch(logged: dict[str, list[tuple[int, float]]], tag: str) -> list[tuple[int, float]]:
+    """A tag's values against the epochs trained (Lightning logs ``epoch`` at the step of every epoch metric)."""
+    epoch_of = dict(logged.get("epoch", []))
+    return [(int(epoch_of.get(step, i)) + 1, value) for i, (step, value) in enumerate(logged[tag])]
+
+
 def plot(path: Path, series: dict[str, list[tuple[int, float]]], xlabel: str, ylabel: str, log: bool = False) -> Path:
     from matplotlib.figure import Figure
 
@@ -47,25 +55,31 @@ def plot(path: Path, series: dict[str, list[tuple[int, float]]], xlabel: str, yl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("run", type=Path, help="a run folder: lightning_logs/<name>/version_N")
+    parser.add_argument("runs", type=Path, nargs="+", help="run folders: lightning_logs/<name>/version_N")
     parser.add_argument("--out", type=Path, default=None, help="where the PNGs go (default: the run folder)")
+    parser.add_argument("--tag", default=None, help="plot this tag for every run into the file --out")
+    parser.add_argument("--label-from", type=int, default=2, help="path parts of a run that label its line")
     args = parser.parse_args()
-    out = args.out or args.run
+    if args.tag:
+        if args.out is None:
+            parser.error("--tag needs --out FILE.png")
+        series = {"/".join(run.parts[-args.label_from :]): by_epoch(curves(run), args.tag) for run in args.runs}
+        print(plot(args.out, series, "epochs trained", args.tag))
+        return
+    if len(args.runs) != 1:
+        parser.error("one run, or several with --tag")
+    out = args.out or args.runs[0]
     out.mkdir(parents=True, exist_ok=True)
-    logged = curves(args.run)
-    epoch_of = dict(logged.get("epoch", []))  # the step → epoch Lightning logs beside every epoch metric
-
-    def by_epoch(tag: str) -> list[tuple[int, float]]:
-        return [(int(epoch_of.get(step, i)) + 1, value) for i, (step, value) in enumerate(logged[tag])]
+    logged = curves(args.runs[0])
 
     written = []
-    losses = {tag: by_epoch(tag) for tag in ("loss/d_epoch", "loss/g_epoch") if tag in logged}
+    losses = {tag: by_epoch(logged, tag) for tag in ("loss/d_epoch", "loss/g_epoch") if tag in logged}
     if losses:
         written.append(plot(out / "losses.png", losses, "epochs trained", "epoch mean of the loss"))
-    outputs = {tag: by_epoch(tag) for tag in ("d/real_epoch", "d/fake_epoch") if tag in logged}
+    outputs = {tag: by_epoch(logged, tag) for tag in ("d/real_epoch", "d/fake_epoch") if tag in logged}
     if outputs:
         written.append(plot(out / "d_outputs.png", outputs, "epochs trained", "epoch mean of D's output", log=True))
-    parzen = {tag: by_epoch(tag) for tag in ("parzen/ll", "parzen_raw/ll") if tag in logged}
+    parzen = {tag: by_epoch(logged, tag) for tag in ("parzen/ll", "parzen_raw/ll") if tag in logged}
     if parzen:
         written.append(plot(out / "parzen.png", parzen, "epochs trained", "Parzen log-likelihood, validation (nats)"))
     for path in written:
