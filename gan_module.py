@@ -175,6 +175,7 @@ class GAN(L.LightningModule):
         self.d_updates = 0  # D updates so far: Algorithm 1's step counter (saved in the checkpoint)
         self.d_won_epochs = 0  # epochs in a row with mean D(G(z)) < D_WON_BELOW (saved in the checkpoint)
         self._warned_d_won, self._z_gen = False, None
+        self._saved_epoch_means: tuple[int, dict] | None = None  # from a checkpoint, until training goes on
         # Epoch means over all ranks; nan_strategy "disable": losses are checked finite before each step, and
         # MeanMetric's own NaN check would cost a host-device synchronisation per update on a GPU.
         self.epoch_means = nn.ModuleDict(
@@ -272,22 +273,49 @@ class GAN(L.LightningModule):
         if self.log_every_step or (every > 0 and self.d_updates % every == 0):
             self.log_dict(stats, prog_bar=True, on_step=True, on_epoch=False)
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._restore_epoch_means()
+
+    def _restore_epoch_means(self) -> None:
+        """Give the epoch means back to the epoch the checkpoint was written in, if training goes on in it.
+
+        It does after a checkpoint written mid-epoch, or by the validation at the epoch's end (validation every few
+        epochs), which comes before on_train_epoch_end: Lightning runs that hook on resume, and without the means
+        it would log nothing, d/won_epochs included. It does not after a checkpoint written after the epoch's last
+        batch: Lightning goes on with the next epoch and skips the hook. Exact: the sums are merged into empty
+        metrics (an update with no values only marks them as updated).
+        """
+        if self._saved_epoch_means is None:
+            return
+        (epoch, means), self._saved_epoch_means = self._saved_epoch_means, None
+        for name, metric in self.epoch_means.items():
+            metric.reset()
+            if epoch == self.current_epoch and name in means:
+                metric.update(torch.empty(0, device=metric.device))
+                total, weight = (t.to(metric.device) for t in means[name])
+                metric.merge_state({"mean_value": total, "weight": weight})
+
     def on_train_epoch_end(self) -> None:
+        self._restore_epoch_means()
         means = {}
         for name, metric in self.epoch_means.items():  # over all steps and ranks (torchmetrics syncs them)
             if metric.update_called:
                 means[name] = metric.compute()
                 self.log(name.replace("_", "/", 1) + "_epoch", means[name], sync_dist=False)
             metric.reset()
-        if "d_fake" in means:
-            self._watch_for_d_winning(means)
+        self._watch_for_d_winning(means)
         self.log_image_grid()
 
     def _watch_for_d_winning(self, means: dict[str, torch.Tensor]) -> None:
-        """Count the epochs in a row in which D rejected (nearly) every sample (d/won_epochs); say so once."""
-        self.d_won_epochs = self.d_won_epochs + 1 if means["d_fake"] < D_WON_BELOW else 0
+        """Count the epochs in a row in which D rejected (nearly) every sample (d/won_epochs); say so once.
+
+        Logged at every epoch end, also one without steps (limit_train_batches 0), so that an EarlyStopping
+        on it always finds it; such an epoch leaves the count as it was.
+        """
+        if "d_fake" in means:
+            self.d_won_epochs = self.d_won_epochs + 1 if means["d_fake"] < D_WON_BELOW else 0
         self.log("d/won_epochs", float(self.d_won_epochs), sync_dist=False)
-        if self.d_won_epochs and not self._warned_d_won:
+        if self.d_won_epochs and "d_fake" in means and not self._warned_d_won:
             self._warned_d_won = True
             rank_zero_warn(_d_won_message(self.current_epoch, {k: float(v) for k, v in means.items()}))
 
@@ -388,7 +416,9 @@ class GAN(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = {"d_updates": self.d_updates, "noise_seed": self.noise_seed, "d_won_epochs": self.d_won_epochs}
-        checkpoint["gan"] = {**state, "rng": rng_states(self)}
+        # The epoch's means so far (sums and weights; under DDP rank 0's, which every rank resumes from).
+        means = {n: (m.mean_value.cpu(), m.weight.cpu()) for n, m in self.epoch_means.items() if m.update_called}
+        checkpoint["gan"] = {**state, "rng": rng_states(self), "epoch_means": (checkpoint["epoch"], means)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("gan", {})
@@ -396,6 +426,7 @@ class GAN(L.LightningModule):
         self.noise_seed = state.get("noise_seed", self.noise_seed)
         if "rng" in state:
             restore_rng_states(self, state["rng"])
+        self._saved_epoch_means = state.get("epoch_means")
         _match_ema_state(checkpoint.get("state_dict", {}), self.G_ema is not None)
 
     @staticmethod

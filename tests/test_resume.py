@@ -116,3 +116,43 @@ def test_resumed_run_is_bitwise_the_straight_run(data_dirs, tmp_path, config, de
     skip = ("ModelCheckpoint", "EarlyStopping")
     callbacks = {key: value for key, value in a["callbacks"].items() if not key.startswith(skip)}
     assert_bitwise_equal(callbacks, {key: b["callbacks"][key] for key in callbacks}, "callbacks")
+
+
+def test_resume_from_the_end_of_epoch_validation_keeps_the_epoch_means(tiny_gan, image_loader, cpu_trainer, tmp_path):
+    """With validation every few epochs (``check_val_every_n_epoch`` > 1, as in configs/mnist.yaml),
+    ModelCheckpoint saves at the validation's end, before ``on_train_epoch_end``; Lightning runs that hook again
+    on resume. It must see the epoch's means (saved with the checkpoint), so the resumed run logs the same
+    ``d/fake_epoch`` as the straight one and an ``EarlyStopping`` on ``d/won_epochs`` finds it (it raised
+    "metric d/won_epochs which is not available" when the means were lost)."""
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    def fit(version: str, ckpt_path: str | None = None) -> list[dict[str, str]]:
+        torch.manual_seed(0)
+        trainer = cpu_trainer(
+            max_epochs=2,
+            limit_val_batches=1.0,
+            check_val_every_n_epoch=2,
+            enable_checkpointing=True,
+            logger=CSVLogger(tmp_path, name="logs", version=version),
+            callbacks=[
+                ModelCheckpoint(dirpath=tmp_path / version, save_last=True),  # written at validation's end
+                EarlyStopping("d/won_epochs", mode="min", divergence_threshold=2.5, patience=10**6,
+                              check_on_train_epoch_end=True),
+            ],
+        )  # fmt: skip
+        trainer.fit(tiny_gan(), image_loader(), image_loader(shuffle=False), ckpt_path=ckpt_path, weights_only=False)
+        with open(tmp_path / "logs" / version / "metrics.csv") as f:
+            import csv
+
+            return [row for row in csv.DictReader(f) if row.get("d/fake_epoch")]
+
+    straight = fit("straight")
+    assert [row["epoch"] for row in straight] == ["0", "1"]
+    ckpt = torch.load(tmp_path / "straight" / "last.ckpt", weights_only=False)
+    assert ckpt["epoch"] == 1 and ckpt["global_step"] == 2 * 2 * len(image_loader())  # 2 epochs × (D + G step)
+
+    resumed = fit("resumed", ckpt_path=str(tmp_path / "straight" / "last.ckpt"))
+    assert [row["epoch"] for row in resumed] == ["1"]  # only the hook that the checkpoint came before
+    for name in ("d/fake_epoch", "d/real_epoch", "loss/d_epoch", "loss/g_epoch", "d/won_epochs"):
+        assert float(resumed[0][name]) == pytest.approx(float(straight[1][name]), rel=1e-6), name
