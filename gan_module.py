@@ -175,12 +175,7 @@ class GAN(L.LightningModule):
         self.d_updates = 0  # D updates so far: Algorithm 1's step counter (saved in the checkpoint)
         self.d_won_epochs = 0  # epochs in a row with mean D(G(z)) < D_WON_BELOW (saved in the checkpoint)
         self._warned_d_won, self._z_gen = False, None
-        self._saved_epoch_means: tuple[int, dict] | None = None  # from a checkpoint, until training goes on
-        # Epoch means over all ranks; nan_strategy "disable": losses are checked finite before each step, and
-        # MeanMetric's own NaN check would cost a host-device synchronisation per update on a GPU.
-        self.epoch_means = nn.ModuleDict(
-            {name: MeanMetric(nan_strategy="disable") for name in ("loss_d", "loss_g", "d_real", "d_fake")}
-        )
+        self.epoch_means = EpochMeans("loss_d", "loss_g", "d_real", "d_fake")
 
     # --- Algorithm 1 and the authors' step ----------------------------------------------------------------
 
@@ -265,8 +260,7 @@ class GAN(L.LightningModule):
         }
         if loss_g is not None:
             stats["loss/g"] = loss_g.detach()
-        for name, value in stats.items():
-            self.epoch_means[name.replace("/", "_")].update(value)
+        self.epoch_means.update({name.replace("/", "_"): value for name, value in stats.items()})
         # Lightning writes step metrics after the steps where (batches before + 1), i.e. d_updates after this
         # step's D update, is a multiple of log_every_n_steps (both are restored on a resume).
         every = self.trainer.log_every_n_steps
@@ -274,35 +268,13 @@ class GAN(L.LightningModule):
             self.log_dict(stats, prog_bar=True, on_step=True, on_epoch=False)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        self._restore_epoch_means()
-
-    def _restore_epoch_means(self) -> None:
-        """Give the epoch means back to the epoch the checkpoint was written in, if training goes on in it.
-
-        It does after a checkpoint written mid-epoch, or by the validation at the epoch's end (validation every few
-        epochs), which comes before on_train_epoch_end: Lightning runs that hook on resume, and without the means
-        it would log nothing, d/won_epochs included. It does not after a checkpoint written after the epoch's last
-        batch: Lightning goes on with the next epoch and skips the hook. Exact: the sums are merged into empty
-        metrics (an update with no values only marks them as updated).
-        """
-        if self._saved_epoch_means is None:
-            return
-        (epoch, means), self._saved_epoch_means = self._saved_epoch_means, None
-        for name, metric in self.epoch_means.items():
-            metric.reset()
-            if epoch == self.current_epoch and name in means:
-                metric.update(torch.empty(0, device=metric.device))
-                total, weight = (t.to(metric.device) for t in means[name])
-                metric.merge_state({"mean_value": total, "weight": weight})
+        self.epoch_means.restore(self.current_epoch)  # after a resume mid-epoch
 
     def on_train_epoch_end(self) -> None:
-        self._restore_epoch_means()
-        means = {}
-        for name, metric in self.epoch_means.items():  # over all steps and ranks (torchmetrics syncs them)
-            if metric.update_called:
-                means[name] = metric.compute()
-                self.log(name.replace("_", "/", 1) + "_epoch", means[name], sync_dist=False)
-            metric.reset()
+        self.epoch_means.restore(self.current_epoch)  # after a resume from the validation at this epoch's end
+        means = self.epoch_means.compute_and_reset()  # over all steps and ranks
+        for name, value in means.items():
+            self.log(name.replace("_", "/", 1) + "_epoch", value, sync_dist=False)
         self._watch_for_d_winning(means)
         self.log_image_grid()
 
@@ -416,9 +388,8 @@ class GAN(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = {"d_updates": self.d_updates, "noise_seed": self.noise_seed, "d_won_epochs": self.d_won_epochs}
-        # The epoch's means so far (sums and weights; under DDP rank 0's, which every rank resumes from).
-        means = {n: (m.mean_value.cpu(), m.weight.cpu()) for n, m in self.epoch_means.items() if m.update_called}
-        checkpoint["gan"] = {**state, "rng": rng_states(self), "epoch_means": (checkpoint["epoch"], means)}
+        state["epoch_means"] = self.epoch_means.saved(checkpoint["epoch"])
+        checkpoint["gan"] = {**state, "rng": rng_states(self)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("gan", {})
@@ -426,7 +397,7 @@ class GAN(L.LightningModule):
         self.noise_seed = state.get("noise_seed", self.noise_seed)
         if "rng" in state:
             restore_rng_states(self, state["rng"])
-        self._saved_epoch_means = state.get("epoch_means")
+        self.epoch_means.load(state.get("epoch_means"))
         _match_ema_state(checkpoint.get("state_dict", {}), self.G_ema is not None)
 
     @staticmethod
@@ -439,6 +410,54 @@ class GAN(L.LightningModule):
 
 
 # --- Helpers of the module above --------------------------------------------------------------------------------
+
+
+class EpochMeans(nn.Module):
+    """Epoch means of the step statistics, over all steps and ranks (torchmetrics syncs them), and their way
+    through a checkpoint.
+
+    A checkpoint holds the means so far (sums and weights; under DDP rank 0's, which every rank resumes from).
+    ``restore`` gives them back at the first hook after a resume, if training goes on in the checkpoint's epoch:
+    after a checkpoint written mid-epoch, or by the validation at the epoch's end (validation every few epochs),
+    which comes before on_train_epoch_end, a hook Lightning then runs on resume; without the means it would log
+    nothing, d/won_epochs included. Not after a checkpoint written after an epoch's last batch: Lightning goes on
+    with the next epoch and skips that hook. Exact: the sums are merged into empty metrics.
+    """
+
+    def __init__(self, *names: str) -> None:
+        super().__init__()
+        # nan_strategy "disable": losses are checked finite before each step, and MeanMetric's own NaN check
+        # would cost a host-device synchronisation per update on a GPU.
+        self.metrics = nn.ModuleDict({name: MeanMetric(nan_strategy="disable") for name in names})
+        self._from_checkpoint: tuple[int, dict[str, tuple[torch.Tensor, torch.Tensor]]] | None = None
+
+    def update(self, values: dict[str, torch.Tensor]) -> None:
+        for name, value in values.items():
+            self.metrics[name].update(value)
+
+    def compute_and_reset(self) -> dict[str, torch.Tensor]:
+        means = {name: metric.compute() for name, metric in self.metrics.items() if metric.update_called}
+        for metric in self.metrics.values():
+            metric.reset()
+        return means
+
+    def saved(self, epoch: int) -> tuple[int, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+        sums = {n: (m.mean_value.cpu(), m.weight.cpu()) for n, m in self.metrics.items() if m.update_called}
+        return epoch, sums
+
+    def load(self, saved: tuple[int, dict] | None) -> None:
+        self._from_checkpoint = saved
+
+    def restore(self, current_epoch: int) -> None:
+        if self._from_checkpoint is None:
+            return
+        (epoch, sums), self._from_checkpoint = self._from_checkpoint, None
+        for name, metric in self.metrics.items():
+            metric.reset()
+            if epoch == current_epoch and name in sums:
+                metric.update(torch.empty(0, device=metric.device))  # no values: only marks it as updated
+                total, weight = (t.to(metric.device) for t in sums[name])
+                metric.merge_state({"mean_value": total, "weight": weight})
 
 
 def _check_arguments(
