@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,6 +58,15 @@ def mean_se(values: list[float]) -> tuple[float, float]:
     mean = statistics.fmean(values)
     se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
     return mean, se
+
+
+def variety(model: Any, real: Any, n: int = 1000) -> float:
+    """Mean pairwise distance of n samples of the trained G (not its EMA, which lags it early in training) over
+    that of n real uint8 images, pixels in [0, 1]: ~1 for varied digits, ~0 for one repeated image."""
+    import torch
+
+    samples = model.generate(model.sample_z(n, torch.Generator().manual_seed(0)), ema=False).float().flatten(1) / 255
+    return (torch.pdist(samples).mean() / torch.pdist(real[:n].float().flatten(1) / 255).mean()).item()
 
 
 def machine() -> str:

@@ -27,19 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks.runs import fit, machine, scalars  # noqa: E402
+from benchmarks.runs import fit, machine, scalars, variety  # noqa: E402
+from gan_module import GAN  # noqa: E402
 
 VARIANTS = ("alternating/fresh", "alternating/shared", "simultaneous/shared", "simultaneous/fresh")
 TAGS = ("d/fake_epoch", "d/real_epoch", "loss/g_epoch")
-
-
-def variety(checkpoint: Path, real: torch.Tensor, n: int = 1000) -> float:
-    """Mean pairwise distance of n samples of the checkpoint's G over that of n real images (pixels in [0, 1])."""
-    from gan_module import GAN
-
-    model = GAN.load_from_checkpoint(checkpoint, map_location="cpu")
-    samples = model.generate(model.sample_z(n, torch.Generator().manual_seed(0)), ema=False).float().flatten(1) / 255
-    return (torch.pdist(samples).mean() / torch.pdist(real[:n].float().flatten(1) / 255).mean()).item()
 
 
 def run(variant: str, seed: int, args: argparse.Namespace, real: torch.Tensor) -> dict:
@@ -48,11 +40,12 @@ def run(variant: str, seed: int, args: argparse.Namespace, real: torch.Tensor) -
     extra += ["--trainer.limit_val_batches", "0", "--model.update", update, "--model.g_samples", samples]
     run_dir, seconds = fit(args.config, seed, args.save_dir, f"{update}_{samples}_seed{seed}", extra + args.extra)
     logged = scalars(run_dir, TAGS)
+    last = run_dir / "checkpoints" / "last.ckpt"
     result = {
         "variant": variant,
         "seed": seed,
         **{tag: [round(v, 5) for _, v in logged[tag]] for tag in TAGS},
-        "variety": round(variety(run_dir / "checkpoints" / "last.ckpt", real), 4),
+        "variety": round(variety(GAN.load_from_checkpoint(last, map_location="cpu"), real), 4),
         "seconds": round(seconds),
         "run_dir": str(run_dir),
     }

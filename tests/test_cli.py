@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import cli
@@ -205,7 +206,5 @@ def test_every_config_parses_with_its_class_paths(config):
     cmd = [sys.executable, "cli.py", "fit", "--config", f"configs/{config}", "--print_config"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    import yaml
-
     parsed = yaml.safe_load(out.stdout)
     assert parsed["model"]["generator"]["class_path"] and parsed["model"]["discriminator"]["class_path"]

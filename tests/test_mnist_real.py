@@ -17,23 +17,15 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from benchmarks.runs import variety
 from datamodule import MNISTDataModule
 from gan_module import GAN
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = Path(os.environ.get("MNIST_DIR", ROOT.parent / "shared" / "data" / "mnist"))
 EPOCHS = 4
-
-
-def variety(model: GAN, real: torch.Tensor, n: int = 1000) -> float:
-    """Mean pairwise distance of n samples of the trained G (not its EMA, which lags it early in training) over
-    that of n real images: ~1 for varied digits, ~0 for one image."""
-    z = model.sample_z(n, torch.Generator().manual_seed(0))
-    samples = model.generate(z, ema=False).float().flatten(1) / 255
-    return (torch.pdist(samples).mean() / torch.pdist(real[:n].float().flatten(1) / 255).mean()).item()
 
 
 @pytest.mark.skipif(

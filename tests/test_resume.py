@@ -12,6 +12,7 @@ covers Adam and G's BatchNorm.
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
 
 from tests.fake_data import write_cifar10, write_mnist
 
@@ -124,8 +127,6 @@ def test_resume_from_the_end_of_epoch_validation_keeps_the_epoch_means(tiny_gan,
     on resume. It must see the epoch's means (saved with the checkpoint), so the resumed run logs the same
     ``d/fake_epoch`` as the straight one and an ``EarlyStopping`` on ``d/won_epochs`` finds it (it raised
     "metric d/won_epochs which is not available" when the means were lost)."""
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
 
     def fit(version: str, ckpt_path: str | None = None) -> list[dict[str, str]]:
         torch.manual_seed(0)
@@ -143,8 +144,6 @@ def test_resume_from_the_end_of_epoch_validation_keeps_the_epoch_means(tiny_gan,
         )  # fmt: skip
         trainer.fit(tiny_gan(), image_loader(), image_loader(shuffle=False), ckpt_path=ckpt_path, weights_only=False)
         with open(tmp_path / "logs" / version / "metrics.csv") as f:
-            import csv
-
             return [row for row in csv.DictReader(f) if row.get("d/fake_epoch")]
 
     straight = fit("straight")
