@@ -1,0 +1,49 @@
+"""The benchmark scripts that CI does not otherwise run (their figures come from a GPU): each way they measure
+still runs, on this CPU, at a tiny size. Figures are not checked, only that every way produced them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(*args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_speed_script_measures_the_project_the_plain_loop_and_the_dataloader_loop() -> None:
+    proc = run_script(
+        "benchmarks/speed.py", "--overhead", "--n-images", "640", "--steps", "2", "--repeats", "1", "--warmup", "1",
+        "--c-workers", "0", "--variant", "--data.on_device true",
+    )  # fmt: skip
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    for way in ("a", "b", "c", "a2"):
+        assert "error" not in result[way], result[way]
+        assert result[way]["sec_per_step"] > 0 and result[way]["images_per_sec"] > 0
+    assert result["a2"]["args"] == "--data.on_device true"
+    assert {"a/b", "a/c", "a2/b", "a2/c"} <= set(result["ratios"])
+    # One line per way on stderr as it is measured: what a run cut short by a time limit keeps.
+    lines = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith('{"way"')]
+    assert [line["way"] for line in lines] == ["a", "b", "c", "a2"]
+
+
+def test_precision_script_reports_each_run_and_draws_the_samples(mnist_dir: Path, tmp_path: Path) -> None:
+    proc = run_script(
+        "benchmarks/precision.py", "--mnist_dir", str(mnist_dir), "--steps", "4", "--log_every", "1",
+        "--runs", "cifar:32-true", "cifar:bf16-mixed:clip", "--out", str(tmp_path),
+    )  # fmt: skip
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert lines[0]["data"] == "MNIST as CIFAR-10" and 0 < lines[0]["data_mean"] < 1
+    runs = {line["run"]: line for line in lines[1:]}
+    assert set(runs) == {"cifar:32-true", "cifar:bf16-mixed:clip"}
+    for run in runs.values():
+        assert "error" not in run, run
+        assert run["finite"] is True and run["logged_steps"] == 4
+        assert 0 < run["sample_mean"] < 1 and run["sample_std"] > 0
+    assert (tmp_path / "precision_samples.png").stat().st_size > 0
