@@ -245,14 +245,19 @@ class GAN(L.LightningModule):
         # old ones (Lightning runs the whole step in one autocast context).
         torch.clear_autocast_cache()
 
+    def _grad_scaler(self) -> torch.amp.GradScaler | None:
+        """16-mixed's GradScaler (one for both optimizers), None under any other precision."""
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        return scaler if scaler is not None and scaler.is_enabled() else None
+
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Called inside opt.step(), after 16-bit AMP has unscaled the gradients: where clipping sees their true norm.
         # Not Lightning's clip_gradients: under either mixed precision it refuses a fused optimizer (GANAdam's
         # default), which unscales inside its own step. Such an optimizer's gradients are unscaled here first
         # (16-mixed only; GradScaler.step then leaves them as they are), and torch's clip_grad_norm_ clips them.
         if self.grad_clip_norm is not None:
-            scaler = getattr(self.trainer.precision_plugin, "scaler", None)
-            if scaler is not None and scaler.is_enabled() and getattr(optimizer, "_step_supports_amp_scaling", False):
+            scaler = self._grad_scaler()
+            if scaler is not None and getattr(optimizer, "_step_supports_amp_scaling", False):
                 scaler.unscale_(optimizer)
             params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
             torch.nn.utils.clip_grad_norm_(params, self.grad_clip_norm)
@@ -273,10 +278,10 @@ class GAN(L.LightningModule):
         every = self.trainer.log_every_n_steps
         if self.log_every_step or (every > 0 and self.d_updates % every == 0):
             self.log_dict(stats, prog_bar=True, on_step=True, on_epoch=False)
-            scaler = getattr(self.trainer.precision_plugin, "scaler", None)  # 16-mixed: one GradScaler for both
-            if scaler is not None and scaler.is_enabled():
+            scaler = self._grad_scaler()
+            if scaler is not None:
                 # Its scale halves after a step with inf/NaN gradients (that step is skipped) and doubles after
-                # growth_interval good steps: a scale that moves is AMP at work; one that keeps falling is not.
+                # growth_interval good steps: a few early halvings are normal; one at every log means no step counts.
                 self.log("amp/scale", scaler.get_scale(), on_step=True, on_epoch=False)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:

@@ -23,7 +23,6 @@ It also writes ``OUT/precision_samples.png``: the runs' sample grids side by sid
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import math
 import pickle
@@ -35,6 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.runs import ROOT, fit, scalars  # noqa: E402
+from datamodule import read_idx_images  # noqa: E402
 
 DEFAULT_RUNS = [
     "cifar:32-true",
@@ -53,9 +53,7 @@ def mnist_as_cifar(mnist_dir: Path, root: Path, n_train: int) -> tuple[Path, flo
     raw = next((d for d in (mnist_dir / "MNIST" / "raw", mnist_dir) if any(d.glob("train-images-idx3-ubyte*"))), None)
     if raw is None:
         raise SystemExit(f"--mnist_dir {mnist_dir}: no train-images-idx3-ubyte(.gz) in it or in its MNIST/raw")
-    path = next(raw.glob("train-images-idx3-ubyte*"))
-    with gzip.open(path) if path.suffix == ".gz" else open(path, "rb") as f:
-        digits = np.frombuffer(f.read(), dtype=np.uint8, offset=16).reshape(-1, 28, 28)[:n_train]
+    digits = read_idx_images(next(raw.glob("train-images-idx3-ubyte*")))[:n_train].numpy()
     images = np.repeat(np.pad(digits, ((0, 0), (2, 2), (2, 2)))[:, None], 3, axis=1).reshape(len(digits), 3072)
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True, exist_ok=True)
@@ -80,7 +78,8 @@ def last_grid(run_dir: Path) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(events.Images("samples")[-1].encoded_image_string)).convert("RGB"))
 
 
-def summarize(run_dir: Path, precision: str) -> dict:
+def summarize(run_dir: Path, precision: str, grid: np.ndarray) -> dict:
+    """The JSON figures of one run (module docstring); ``grid``: its last sample grid (``last_grid``)."""
     series = scalars(run_dir, LOSSES)
     out: dict = {"logged_steps": len(series["loss/d"])}
     out["finite"] = all(math.isfinite(v) for tag in ("loss/d", "loss/g") for _, v in series[tag])
@@ -90,13 +89,13 @@ def summarize(run_dir: Path, precision: str) -> dict:
     if precision == "16-mixed":
         try:
             scale = [v for _, v in scalars(run_dir, ("amp/scale",))["amp/scale"]]
-        except RuntimeError:  # no enabled GradScaler: torch disables it where there is no CUDA device
+        except RuntimeError:  # no GradScaler: Lightning runs 16-mixed as bf16 on a CPU
             out["scale"] = None
         else:
             changes = sum(a != b for a, b in zip(scale[:-1], scale[1:], strict=True))
             out["scale"] = {"first": scale[0], "min": min(scale), "max": max(scale), "last": scale[-1]}
             out["scale"]["changes"] = changes
-    grid = last_grid(run_dir).astype(np.float64) / 255
+    grid = grid.astype(np.float64) / 255
     out["sample_mean"], out["sample_std"] = round(float(grid.mean()), 4), round(float(grid.std()), 4)
     return out
 
@@ -151,9 +150,10 @@ def main() -> None:
         except RuntimeError as error:  # one failing path must not hide the others' figures
             print(json.dumps({"run": spec, "error": str(error)[-1500:]}), flush=True)
             continue
-        result = {"run": spec, "seconds": round(seconds, 1), **summarize(run_dir, precision)}
+        grid = last_grid(run_dir)
+        result = {"run": spec, "seconds": round(seconds, 1), **summarize(run_dir, precision, grid)}
         print(json.dumps(result), flush=True)
-        grids.append((spec, last_grid(run_dir)))
+        grids.append((spec, grid))
         save_figure(grids, args.steps, args.out / "precision_samples.png")  # after each run: a timeout keeps it
 
 
