@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import pickle
 import sys
 from pathlib import Path
 
@@ -35,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.runs import ROOT, fit, scalars  # noqa: E402
 from datamodule import read_idx_images  # noqa: E402
+from tests.fake_data import write_cifar10_archive  # noqa: E402
 
 DEFAULT_RUNS = [
     "cifar:32-true",
@@ -55,14 +55,7 @@ def mnist_as_cifar(mnist_dir: Path, root: Path, n_train: int) -> tuple[Path, flo
         raise SystemExit(f"--mnist_dir {mnist_dir}: no train-images-idx3-ubyte(.gz) in it or in its MNIST/raw")
     digits = read_idx_images(next(raw.glob("train-images-idx3-ubyte*")))[:n_train].numpy()
     images = np.repeat(np.pad(digits, ((0, 0), (2, 2), (2, 2)))[:, None], 3, axis=1).reshape(len(digits), 3072)
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, part in enumerate(np.array_split(images, 5), start=1):
-        batch = {"batch_label": f"data_batch_{i}", "labels": [0] * len(part), "data": part}
-        (folder / f"data_batch_{i}").write_bytes(pickle.dumps(batch, protocol=2))
-    test = {"batch_label": "test_batch", "labels": [0] * 64, "data": images[:64]}
-    (folder / "test_batch").write_bytes(pickle.dumps(test, protocol=2))
-    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [str(i) for i in range(10)]}, protocol=2))
+    write_cifar10_archive(root, images, images[:64])
     return root, float(images.mean() / 255), float(images.std() / 255)
 
 

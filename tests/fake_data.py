@@ -8,35 +8,50 @@ from pathlib import Path
 
 import numpy as np
 
+CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
 
 def write_cifar10(root: Path, n_train: int = 320, n_test: int = 64, seed: int = 0) -> Path:
-    """A tiny ``cifar-10-batches-py`` folder laid out like the real archive.
+    """A tiny ``cifar-10-batches-py`` folder of random pixels and labels (:func:`write_cifar10_archive`).
 
-    The 5 train batches, the test batch and batches.meta as protocol-2 pickles with str keys (what the
-    archive's Python 2 pickles load as with latin1); uint8 rows of 3072 = 3×32×32, channel-major.
     Random pixels, so the md5 sums do not match: load with ``verify_checksums=False``."""
     rng = np.random.default_rng(seed)
+    parts = [(rng.integers(0, 256, size=(n, 3072), dtype=np.uint8), rng.integers(0, 10, n)) for n in [n_train // 5] * 5]
+    test_rows = rng.integers(0, 256, size=(n_test, 3072), dtype=np.uint8)
+    train_rows, train_labels = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    return write_cifar10_archive(root, train_rows, test_rows, train_labels, rng.integers(0, 10, n_test))
+
+
+def write_cifar10_archive(
+    root: Path,
+    train_rows: np.ndarray,
+    test_rows: np.ndarray,
+    train_labels: np.ndarray | None = None,
+    test_labels: np.ndarray | None = None,
+) -> Path:
+    """Given uint8 rows of 3072 = 3×32×32 (channel-major), a ``cifar-10-batches-py`` folder laid out like the real
+    archive: the rows split into the 5 train batches, the test batch and batches.meta, as protocol-2 pickles with
+    str keys (what the archive's Python 2 pickles load as with latin1). Labels default to 0."""
     folder = Path(root) / "cifar-10-batches-py"
     folder.mkdir(parents=True, exist_ok=True)
-    per_batch = n_train // 5
 
-    def dump(name: str, n: int) -> None:
-        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+    def dump(name: str, rows: np.ndarray, labels: np.ndarray | None) -> None:
+        labels = np.zeros(len(rows), dtype=np.int64) if labels is None else labels
         batch = {
             "batch_label": name,
-            "labels": rng.integers(0, 10, n).tolist(),
-            "data": data,
-            "filenames": [f"{i}.png" for i in range(n)],
+            "labels": [int(label) for label in labels],
+            "data": rows,
+            "filenames": [f"{i}.png" for i in range(len(rows))],
         }
         with open(folder / name, "wb") as f:
             pickle.dump(batch, f, protocol=2)
 
-    for i in range(1, 6):
-        dump(f"data_batch_{i}", per_batch)
-    dump("test_batch", n_test)
-    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    labels = [None] * 5 if train_labels is None else np.array_split(train_labels, 5)
+    for i, (rows, part_labels) in enumerate(zip(np.array_split(train_rows, 5), labels, strict=True), start=1):
+        dump(f"data_batch_{i}", rows, part_labels)
+    dump("test_batch", test_rows, test_labels)
     with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": names, "num_cases_per_batch": per_batch}, f, protocol=2)
+        pickle.dump({"label_names": CIFAR10_NAMES, "num_cases_per_batch": len(train_rows) // 5}, f, protocol=2)
     return Path(root)
 
 
