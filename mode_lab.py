@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, Literal
 
 import lightning as L
@@ -23,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from checks import check_ints, positive_ints
 from datamodule import NoiseIndices, SeededBatches, _identity, seeded_loader
-from metrics import EvaluationCallback, log_figure, log_step
+from metrics import EvaluationCallback, gather_blocks, generate, log_figure, log_step
 from networks import Init, Maxout, fully_connected, init_weights
 
 Mixture = Literal["ring", "grid"]
@@ -312,8 +313,10 @@ class ModeCoverage(EvaluationCallback):
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> dict[str, float]:
         self._stale = False
-        generator = None if self.seed is None else torch.Generator(device=pl_module.device).manual_seed(self.seed)
-        samples = pl_module.sample(self.num_samples, generator).reshape(self.num_samples, -1).cpu()
+        # Each rank generates its block of the samples (one block on one process: the same z as before DDP
+        # sharing), every rank scores them all: the same figures everywhere.
+        samples = generate(pl_module, self.num_samples, self.num_samples, self.seed)
+        samples = gather_blocks(trainer, samples.reshape(samples.shape[0], -1), self.num_samples).cpu()
         data = trainer.datamodule
         result = mode_coverage(samples, data.centers, data.std, self.threshold)
         figures = {f"modes/{name}": float(result[name]) for name in ("captured", "high_quality", "reverse_kl")}
@@ -322,15 +325,16 @@ class ModeCoverage(EvaluationCallback):
                 f"{stage}, epoch {trainer.current_epoch}: {result['captured']}/{len(data.centers)} modes, "
                 f"{100 * result['high_quality']:.1f} % high-quality"
             )
-            figure = scatter_figure(samples, data.centers, data.std, self.threshold, title)
-            log_figure(trainer, "modes/samples", figure, log_step(trainer))
+            draw = partial(scatter_figure, samples, data.centers, data.std, self.threshold, title)
+            log_figure(trainer, "modes/samples", draw, log_step(trainer))
         return figures
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         self._stale = True  # (an epoch-end validation runs after this hook, in the same loop iteration)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._stale and trainer.is_global_zero:
-            figures = self.evaluate(trainer, pl_module, "end")  # self.log is not allowed here: straight to the loggers
-            for logger in trainer.loggers:
-                logger.log_metrics(figures, step=log_step(trainer))
+        if self._stale:  # the same on every rank: every rank evaluates (collectives), rank 0's loggers write
+            figures = self.evaluate_keeping_rng(trainer, pl_module, "end")  # self.log is not allowed here
+            if trainer.is_global_zero:
+                for logger in trainer.loggers:
+                    logger.log_metrics(figures, step=log_step(trainer))

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torchvision
 from lightning.pytorch.callbacks import BasePredictionWriter
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 
 from checks import check_int, check_ints
 
@@ -41,6 +41,23 @@ def interpolate(z0: torch.Tensor, z1: torch.Tensor, steps: int) -> torch.Tensor:
     """
     t = torch.linspace(0, 1, steps, device=z0.device, dtype=z0.dtype)[None, :, None]
     return torch.lerp(z0[:, None], z1[:, None], t).reshape(-1, z0.shape[-1])
+
+
+def _gather_by_index(trainer: L.Trainer, samples: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """Every rank's samples, ordered by their sample index (a collective: every rank calls it). The ranks' shares
+    may differ in length (Lightning's predict sampler does not pad), so lengths are gathered first."""
+    device = trainer.strategy.root_device
+    counts = trainer.strategy.all_gather(torch.tensor([len(indices)], device=device)).reshape(-1).tolist()
+    longest = max(counts)
+
+    def pad(t: torch.Tensor) -> torch.Tensor:
+        return torch.cat([t, t.new_zeros((longest - len(t), *t.shape[1:]))])
+
+    all_samples = trainer.strategy.all_gather(pad(samples).to(device)).cpu()
+    all_indices = trainer.strategy.all_gather(pad(indices).to(device)).cpu()
+    samples = torch.cat([all_samples[r, :c] for r, c in enumerate(counts)])
+    indices = torch.cat([all_indices[r, :c] for r, c in enumerate(counts)])
+    return samples[indices.argsort()]
 
 
 class SampleWriter(BasePredictionWriter):
@@ -72,13 +89,17 @@ class SampleWriter(BasePredictionWriter):
     def write_on_epoch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Sequence[Any], batch_indices: Any
     ) -> None:
-        if trainer.world_size > 1:
-            rank_zero_warn("SampleWriter writes global rank 0's share of the samples only: predict on one device.")
-        if not trainer.is_global_zero:
-            return
         # One prediction dataloader gives a list of batches, several give a list of lists.
         batches = [b for p in predictions for b in (p if isinstance(p, (list, tuple)) else [p])]
         samples = torch.cat([b.cpu() for b in batches])
+        if trainer.world_size > 1:  # every rank predicted its share of the indices: gather them, in index order
+            # batch_indices: per dataloader, per batch, the sample indices (Lightning's predict loop records them)
+            indices = torch.as_tensor([int(i) for loader in batch_indices for b in loader for i in b], dtype=torch.long)
+            if len(indices) != len(samples):
+                raise RuntimeError(f"SampleWriter: {len(samples)} samples but {len(indices)} indices on this rank")
+            samples = _gather_by_index(trainer, samples, indices)
+        if not trainer.is_global_zero:
+            return
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if samples.dtype != torch.uint8 or samples.dim() != 4:  # non-image data, e.g. 2-D points
             np.savez_compressed(self.output_dir / "samples.npz", samples=samples.float().numpy())

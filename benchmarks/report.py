@@ -4,7 +4,7 @@
     python benchmarks/report.py RUN [RUN ...] --tag modes/high_quality --out seeds.png [--label-from 2]
 
 The first form reads the run's TensorBoard event files and writes ``losses.png``, ``d_outputs.png`` and, where
-the run logged ``parzen/ll``, ``parzen.png`` (with ``parzen_raw/ll`` when an EMA of G was compared) into ``--out``
+the run logged ``parzen/ll``, ``parzen.png`` (with ``parzen_ema/ll`` when an EMA of G was scored) into ``--out``
 (default: the run folder). The second plots ``--tag`` against the epoch for every run given, one line each,
 labelled by the run's path (its last ``--label-from`` parts). Prints the paths written.
 """
@@ -79,7 +79,7 @@ def main() -> None:
     outputs = {tag: by_epoch(logged, tag) for tag in ("d/real_epoch", "d/fake_epoch") if tag in logged}
     if outputs:
         written.append(plot(out / "d_outputs.png", outputs, "epochs trained", "epoch mean of D's output", log=True))
-    parzen = {tag: by_epoch(logged, tag) for tag in ("parzen/ll", "parzen_raw/ll") if tag in logged}
+    parzen = {tag: by_epoch(logged, tag) for tag in ("parzen/ll", "parzen_ema/ll") if tag in logged}
     if parzen:
         written.append(plot(out / "parzen.png", parzen, "epochs trained", "Parzen log-likelihood, validation (nats)"))
     for path in written:
