@@ -1,16 +1,19 @@
 """Command line: ``python cli.py {fit,validate,test,predict} --config configs/cifar.yaml [--key value ...]``.
 
 A thin ``LightningCLI``: it links the data's image shape into the model and both networks and the model's
-``latent_dim`` into G (so neither is typed twice), adds a checkpoint callback that keeps ``last.ckpt``,
-logs to TensorBoard under ``lightning_logs/``, picks a DDP strategy that works with manual optimization
-when more than one process is asked for, and resolves ``--ckpt_path last`` to the newest run's last.ckpt.
-It also adds the writer of ``predict``'s samples (``--sampler.*``, see sampling.py).
+``latent_dim`` into G (so neither is typed twice), adds a checkpoint callback that writes ``last.ckpt`` after
+every training epoch, logs to TensorBoard under ``lightning_logs/``, picks a DDP strategy that works with manual
+optimization when more than one process is asked for (with a timeout on its collectives, ``--ddp_timeout``), and
+resolves ``--ckpt_path last`` to the newest run's last.ckpt. It also adds the writer of ``predict``'s samples
+(``--sampler.*``, see sampling.py) and the clean stop on SIGTERM / Ctrl-C (``--stop.*``, see checkpoints.py).
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +24,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from checkpoints import AtomicCheckpointIO, newest_readable, read_checkpoint
+from checkpoints import AtomicCheckpointIO, StopOnSignal, newest_readable, read_checkpoint, where
 from datamodule import DataError
 from gan_module import GAN
 from sampling import SampleWriter
@@ -64,6 +69,14 @@ def _logger_dir(logger: Any) -> Path | None:
 
 class ConfigError(ValueError):
     """An option's value is not allowed; raised before anything is trained."""
+
+
+class RunStopped(RuntimeError):
+    """The run ended early (a signal, a collective that timed out); the message says where and what is saved."""
+
+    def __init__(self, message: str, exit_code: int, every_rank: bool = False) -> None:
+        super().__init__(message)
+        self.exit_code, self.every_rank = exit_code, every_rank
 
 
 @rank_zero_only
@@ -131,9 +144,21 @@ class GANCLI(LightningCLI):
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         # predict writes samples.npz / samples.png / interpolation.png into --sampler.output_dir (sampling.py)
         parser.add_lightning_class_args(SampleWriter, "sampler")
+        # SIGTERM / Ctrl-C: stop on every rank within stop.grace_s, with a checkpoint where one is consistent
+        parser.add_lightning_class_args(StopOnSignal, "stop")
+        parser.add_argument(
+            "--ddp_timeout",
+            type=float,
+            default=600.0,
+            help="Seconds a collective operation between processes may wait for the others before the run ends "
+            "with an error naming the stage (multi-process runs; the strategy cli.py picks). Default 600.",
+        )
         parser.set_defaults(
             {
                 "checkpoint.save_last": True,  # last.ckpt, what --ckpt_path last resumes from
+                # after every training epoch, whatever the validation interval (Lightning's default saves only
+                # after validations when they are not every epoch): a killed run loses at most the epoch it was in
+                "checkpoint.save_on_train_epoch_end": True,
                 "trainer.logger": {
                     "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                     "init_args": {"save_dir": "lightning_logs", "name": "default"},
@@ -154,7 +179,7 @@ class GANCLI(LightningCLI):
         # output does not fit the data) is a configuration error, reported like jsonargparse's own.
         try:
             super().instantiate_classes()
-        except (ValueError, TypeError) as err:
+        except (ValueError, TypeError, ImportError) as err:  # ImportError: a package a callback needs is missing
             raise ConfigError(_one_line(str(err))) from err
         if self.checkpoint is not None:
             self._compare_with_checkpoint()
@@ -165,6 +190,22 @@ class GANCLI(LightningCLI):
             super()._run_subcommand(subcommand)
         except DataError:
             self._remove_unused_run_folder()
+            raise
+        except SIGTERMException:
+            stop = next(cb for cb in self.trainer.callbacks if isinstance(cb, StopOnSignal))
+            raise RunStopped(stop.message(), 128 + int(stop.signal or 15)) from None
+        except RuntimeError as err:
+            if self.trainer.world_size > 1 and re.search(r"timed out|timeout", str(err), re.IGNORECASE):
+                stop = next((cb for cb in self.trainer.callbacks if isinstance(cb, StopOnSignal)), None)
+                at = (stop.failed_at if stop else None) or where(self.trainer)
+                timeout = self.config[subcommand].get("ddp_timeout")
+                raise RunStopped(
+                    f"rank {self.trainer.global_rank} waited {timeout:g} s (--ddp_timeout) in a collective operation "
+                    f"during {at}: another process stopped taking part (it failed, hung, or ran code the others did "
+                    f"not). {str(err).strip().splitlines()[0][:200]}",
+                    1,
+                    every_rank=True,
+                ) from err
             raise
 
     @rank_zero_only
@@ -181,6 +222,10 @@ class GANCLI(LightningCLI):
                 run.parent.rmdir()  # the logger's name folder, made for this run
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        if cfg.trainer.strategy == DDP_STRATEGY:  # the strategy string, with --ddp_timeout on its collectives
+            timeout = timedelta(seconds=float(cfg.get("ddp_timeout") or 600.0))
+            kwargs["strategy"] = DDPStrategy(find_unused_parameters=True, timeout=timeout)
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default: make writes atomic
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
@@ -217,6 +262,8 @@ class GANCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         self._refuse_automatic_only_options(cfg)
+        if cfg.get("ddp_timeout") is not None and not cfg.ddp_timeout > 0:
+            raise ConfigError(f"ddp_timeout must be a number of seconds > 0, got {cfg.ddp_timeout}")
         self._choose_strategy(cfg)
         self._unfuse_adam_for_clipping_with_fp16(cfg)
         self._resolve_checkpoint(cfg)
@@ -305,6 +352,10 @@ def main(args: list[str] | None = None) -> GANCLI:
     except (ConfigError, DataError, FloatingPointError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except RunStopped as err:
+        if err.every_rank or rank_zero_only.rank == 0:
+            print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(err.exit_code) from None
 
 
 if __name__ == "__main__":
