@@ -166,10 +166,11 @@ class SigmoidBiasFromMarginals(Callback):
     ``networks.SigmoidMLPGenerator``) and a DataModule with uint8 ``train_images``.
 
     Args:
-        eps: the mean pixel is clipped to [eps, 1 − eps] before the logit.
+        eps: the mean pixel is clipped to [eps, 1 − eps] before the logit (pylearn2's
+            ``init_sigmoid_bias_from_array``: 1e-7).
     """
 
-    def __init__(self, eps: float = 1e-3) -> None:
+    def __init__(self, eps: float = 1e-7) -> None:
         if not 0 < eps < 0.5:
             raise ValueError(f"SigmoidBiasFromMarginals.eps must be in (0, 0.5), got {eps}")
         self.eps = eps

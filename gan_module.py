@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,12 +33,13 @@ from torchmetrics import MeanMetric
 
 from checkpoints import restore_rng_states, rng_states
 from checks import check_ints
-from networks import CompileMode, check_pair, speed_up
+from networks import CompileMode, check_pair, output_range, speed_up
 
 Loss = Literal["non_saturating", "minimax"]
-Prior = Literal["normal", "uniform"]
+Prior = Literal["normal", "uniform", "uniform_unit_variance"]
 Update = Literal["alternating", "simultaneous"]
 GSamples = Literal["fresh", "shared"]
+FakePass = Literal["fresh", "shared"]
 # Mean D(G(z)) over an epoch below this: D rejects (nearly) every sample and G's gradient has all but vanished.
 D_WON_BELOW = 1e-3
 
@@ -103,9 +105,15 @@ class GAN(L.LightningModule):
             the same point, then one step of each (k must be 1).
         g_samples: G's noise: ``fresh`` draws a new minibatch of z (Algorithm 1), ``shared`` reuses the z of the
             D update just before (the authors' code). None follows ``update``: fresh / shared.
+        fake_pass: in the simultaneous step with shared samples, G's objective takes D's output on the samples
+            from ``shared``: the same pass as D's objective, one set of dropout masks (the authors'
+            AdversaryCost2, whose ``y_hat0`` serves both objectives), or ``fresh``: a second pass with new masks.
+            None follows ``update``: shared for simultaneous, fresh for alternating (where D has changed in
+            between, so no pass can be shared).
         loss: G's loss: ``non_saturating`` (maximise log D(G(z)), the paper's advice in Sec. 3) or ``minimax``
             (minimise log(1 − D(G(z))), Eq. 1 as written).
-        prior: the noise prior p_z: ``normal`` N(0, I) or ``uniform`` U(−1, 1)^latent_dim.
+        prior: the noise prior p_z: ``normal`` N(0, I), ``uniform`` U(−1, 1)^latent_dim, or
+            ``uniform_unit_variance`` U(−√3, √3)^latent_dim (the authors' ``noise: uniform``, Generator.get_noise).
         g_optimizer: G's optimizer (default Adam, lr 2e-4, betas (0.5, 0.999)).
         d_optimizer: D's optimizer (default Adam, lr 2e-4, betas (0.5, 0.999)).
         grad_clip_norm: clip each network's gradient norm to this value before its step (None: off).
@@ -132,6 +140,7 @@ class GAN(L.LightningModule):
         k: int = 1,
         update: Update = "alternating",
         g_samples: GSamples | None = None,
+        fake_pass: FakePass | None = None,
         loss: Loss = "non_saturating",
         prior: Prior = "normal",
         g_optimizer: OptimizerCallable = GANAdam,
@@ -147,6 +156,8 @@ class GAN(L.LightningModule):
     ) -> None:
         super().__init__()
         _check_arguments(k, latent_dim, grid_size, update, g_samples, loss, prior, grad_clip_norm, ema_decay)
+        g_samples = g_samples or ("fresh" if update == "alternating" else "shared")
+        fake_pass = _check_fake_pass(fake_pass, update, g_samples)
         _check_optimizer("g_optimizer", g_optimizer)
         _check_optimizer("d_optimizer", d_optimizer)
         # Through the CLI, Lightning saves the networks' config (class_path + init_args), which is what
@@ -156,11 +167,12 @@ class GAN(L.LightningModule):
         self.G, self.D = generator, discriminator
         self.latent_dim, self.image_shape = latent_dim, tuple(int(s) for s in image_shape)
         self.k, self.update, self.prior = k, update, prior
-        self.g_samples = g_samples or ("fresh" if update == "alternating" else "shared")
+        self.g_samples, self.fake_pass = g_samples, fake_pass
         self.g_loss_fn = G_LOSSES[loss]
         self.g_optimizer, self.d_optimizer, self.grad_clip_norm = g_optimizer, d_optimizer, grad_clip_norm
-        # G's output range, to which the uint8 data are scaled: Tanh → [−1, 1], Sigmoid → [0, 1].
-        self.value_range: tuple[float, float] = tuple(getattr(generator, "value_range", (-1.0, 1.0)))
+        # G's output range, to which the uint8 images are scaled (declared by G or read off its last layer);
+        # points (the mode lab's 2-D data) are floats that D sees as they are.
+        self.value_range = output_range(generator) if len(self.image_shape) == 3 else None
         check_pair(generator, discriminator, latent_dim, self.image_shape)
         self.G_ema: AveragedModel | None = None  # a submodule: checkpoints save it, a resume restores it
         if ema_decay is not None:
@@ -210,13 +222,23 @@ class GAN(L.LightningModule):
             # the one of its outer step, but against the D *before* this step's update.
             fake = self.G(z) if shared else None  # with G's graph: G's loss below goes through these samples
             with self.toggled_optimizer(opt_d):
-                real_logits, fake_logits = self.D(x), self.D(fake.detach() if shared else self.G(z))
+                real_logits = self.D(x)
+                before_fakes = _rng_state(self.device)  # the state D's dropout masks on the samples are drawn from
+                fake_logits = self.D(fake.detach() if shared else self.G(z))
                 loss_d = d_loss(real_logits, fake_logits)
                 self._backward("loss/d", opt_d, loss_d)
             with self.toggled_optimizer(opt_g):  # D is frozen: its gradient stays the one of loss_d
+                if self.fake_pass == "shared":
+                    # AdversaryCost2's one pass: D's output on the samples (y_hat0) in G's objective too. Run again
+                    # from the same RNG state, so with the same dropout masks: the same logits, now with G's graph
+                    # (one pass cannot carry both gradients through DDP: each backward must reach one network only).
+                    _set_rng_state(self.device, before_fakes)
                 loss_g = self.g_loss_fn(self.D(fake if shared else self.G(self.sample_z(m, gen))))
                 self._backward("loss/g", opt_g, loss_g)
-            self._take_step(opt_d)
+            # Both steps at the point both gradients were taken. Under 16-mixed both backward passes used the same
+            # loss scale: the GradScaler must not change it between the two steps (one update per training step).
+            with _one_scale_update(self._grad_scaler()):
+                self._take_step(opt_d)
             self._take_step(opt_g)
         self.d_updates += 1
         if g_due and self.G_ema is not None:
@@ -291,7 +313,8 @@ class GAN(L.LightningModule):
         self.epoch_means.restore(self.current_epoch)  # after a resume from the validation at this epoch's end
         means = self.epoch_means.compute_and_reset()  # over all steps and ranks
         for name, value in means.items():
-            self.log(name.replace("_", "/", 1) + "_epoch", value, sync_dist=False)
+            # over all ranks already (torchmetrics): the same on every rank, kept exactly by a max "sync"
+            self.log(name.replace("_", "/", 1) + "_epoch", value, sync_dist=True, reduce_fx="max")
         self._watch_for_d_winning(means)
         self.log_image_grid()
 
@@ -303,7 +326,7 @@ class GAN(L.LightningModule):
         """
         if "d_fake" in means:
             self.d_won_epochs = self.d_won_epochs + 1 if means["d_fake"] < D_WON_BELOW else 0
-        self.log("d/won_epochs", float(self.d_won_epochs), sync_dist=False)
+        self.log("d/won_epochs", float(self.d_won_epochs), sync_dist=True, reduce_fx="max")
         if self.d_won_epochs and "d_fake" in means and not self._warned_d_won:
             self._warned_d_won = True
             rank_zero_warn(_d_won_message(self.current_epoch, {k: float(v) for k, v in means.items()}))
@@ -325,20 +348,25 @@ class GAN(L.LightningModule):
     def _draw_z(self, n: int, generator: torch.Generator | None, device: torch.device | str) -> torch.Tensor:
         if self.prior == "normal":
             return torch.randn(n, self.latent_dim, generator=generator, device=device)
-        return torch.rand(n, self.latent_dim, generator=generator, device=device) * 2 - 1
+        half_width = math.sqrt(3) if self.prior == "uniform_unit_variance" else 1.0
+        return (torch.rand(n, self.latent_dim, generator=generator, device=device) * 2 - 1) * half_width
 
-    def _noise_generator(self, *key: Any) -> torch.Generator:
+    def _noise_generator(self, *key: Any, per_rank: bool = True) -> torch.Generator:
         """A generator seeded by (noise_seed, rank, *key): training keys it by the D update, evaluation by
-        (stage, batch), so neither ever moves the global RNG that D's dropout draws from."""
+        (stage, batch), so neither ever moves the global RNG that D's dropout draws from. ``per_rank=False``
+        leaves the rank out: every process draws the same stream."""
         if self._z_gen is None or self._z_gen.device != self.device:
             self._z_gen = torch.Generator(device=self.device)
-        text = "/".join(str(part) for part in (self.noise_seed, self.global_rank, *key)).encode()
+        rank = (self.global_rank,) if per_rank else ()
+        text = "/".join(str(part) for part in (self.noise_seed, *rank, *key)).encode()
         return self._z_gen.manual_seed(int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") >> 1)
 
     def to_model_range(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 images in [0, 255] → floats in G's output range (done per batch, on the device)."""
+        if batch.dtype != torch.uint8:  # points (the mode lab's), or images already scaled
+            return batch
         lo, hi = self.value_range
-        return batch.float().mul_((hi - lo) / 255.0).add_(lo) if batch.dtype == torch.uint8 else batch
+        return batch.float().mul_((hi - lo) / 255.0).add_(lo)
 
     def to_uint8(self, x: torch.Tensor) -> torch.Tensor:
         """Samples in G's output range → uint8 images in [0, 255] (the inverse of ``to_model_range``)."""
@@ -390,9 +418,15 @@ class GAN(L.LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, "test")
 
+    def on_predict_epoch_start(self) -> None:
+        # Every sample's z, drawn at once from a generator keyed by the noise seed alone (not the rank): sample i
+        # is G(z_i) however many processes share the indices (predict_step picks its own).
+        n = len(self.trainer.predict_dataloaders.dataset)
+        self._predict_z = self.sample_z(n, self._noise_generator("predict", per_rank=False))
+
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        """``batch`` is a tensor of sample indices; returns that many uint8 samples (N, C, H, W)."""
-        return self.sample(len(self._images(batch)))
+        """``batch`` is a tensor of sample indices; returns their uint8 samples (N, C, H, W): sample i is G(z_i)."""
+        return self.generate(self._predict_z[self._images(batch).to(self._predict_z.device)])
 
     # --- set-up and checkpoints -----------------------------------------------------------------------------------
 
@@ -494,11 +528,50 @@ def _check_arguments(
     if loss not in G_LOSSES:
         raise ValueError(f"model.loss must be one of {sorted(G_LOSSES)}, got {loss!r}")
     if prior not in Prior.__args__:
-        raise ValueError(f"model.prior must be 'normal' or 'uniform', got {prior!r}")
+        raise ValueError(f"model.prior must be one of {list(Prior.__args__)}, got {prior!r}")
     if grad_clip_norm is not None and not grad_clip_norm > 0:
         raise ValueError(f"model.grad_clip_norm must be > 0 or null, got {grad_clip_norm}")
     if ema_decay is not None and not 0 < ema_decay < 1:
         raise ValueError(f"model.ema_decay must be in (0, 1) (e.g. 0.999) or null for off, got {ema_decay}")
+
+
+def _check_fake_pass(fake_pass: str | None, update: str, g_samples: str) -> str:
+    """``fake_pass`` resolved (None follows ``update``), or a one-line refusal of a combination that cannot be."""
+    if fake_pass not in (None, *FakePass.__args__):
+        raise ValueError(f"model.fake_pass must be one of {list(FakePass.__args__)} or null, got {fake_pass!r}")
+    if fake_pass is None:
+        return "shared" if update == "simultaneous" and g_samples == "shared" else "fresh"
+    if fake_pass == "shared" and not (update == "simultaneous" and g_samples == "shared"):
+        raise ValueError(
+            "model.fake_pass shared (G's objective from D's own pass on the samples) needs model.update simultaneous "
+            f"and model.g_samples shared, got update {update!r} and g_samples {g_samples!r}"
+        )
+    return fake_pass
+
+
+def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The global RNG state that dropout draws from on ``device`` (the CPU's, and the GPU's on a GPU)."""
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def _set_rng_state(device: torch.device, state: tuple[torch.Tensor, torch.Tensor | None]) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+@contextmanager
+def _one_scale_update(scaler: torch.amp.GradScaler | None) -> Iterator[None]:
+    """Steps inside do not update the GradScaler's scale; the next step outside does, once, from the inf/NaN checks
+    of every optimizer stepped since the last update (``GradScaler.update`` reads them all)."""
+    if scaler is None:
+        yield
+        return
+    scaler.update = lambda new_scale=None: None  # an instance attribute, over the method
+    try:
+        yield
+    finally:
+        del scaler.update
 
 
 def _check_optimizer(name: str, factory: OptimizerCallable) -> None:

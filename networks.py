@@ -153,6 +153,39 @@ class MLPDiscriminator(nn.Module):
         return self.net(x)
 
 
+def output_range(generator: nn.Module) -> tuple[float, float]:
+    """The range of G's output, to which the GAN scales its uint8 images: G's own ``value_range`` when it declares
+    one, else read off its last layer (``nn.Tanh`` → (−1, 1), ``nn.Sigmoid`` → (0, 1)).
+
+    "Last" is the last leaf module in registration order, which is where every network in this file (and most
+    ``nn.Sequential`` stacks) puts its output activation. A G whose range cannot be told that way (a linear output,
+    an activation applied in ``forward`` as a function) is refused in one line rather than given [−1, 1] silently.
+
+    Raises:
+        ValueError: the range cannot be told, or the declared one is not two numbers lo < hi.
+    """
+    name = type(generator).__name__
+    declared = getattr(generator, "value_range", None)
+    if declared is not None:
+        try:
+            lo, hi = (float(v) for v in declared)
+        except (TypeError, ValueError):
+            lo, hi = math.nan, math.nan
+        if not lo < hi:
+            raise ValueError(f"model.generator: {name}.value_range must be two numbers lo < hi, got {declared!r}")
+        return lo, hi
+    leaves = [m for m in generator.modules() if next(m.children(), None) is None]
+    last = leaves[-1] if leaves else None
+    for activation, name_of_range in ((nn.Tanh, "tanh"), (nn.Sigmoid, "sigmoid")):
+        if isinstance(last, activation):
+            return VALUE_RANGES[name_of_range]
+    raise ValueError(
+        f"model.generator: cannot tell the range of {name}'s output (its last layer is "
+        f"{type(last).__name__ if last is not None else 'none'}, not Tanh or Sigmoid), to which the images would be "
+        f"scaled; give {name} an attribute value_range, e.g. value_range = (-1.0, 1.0) for outputs in [−1, 1]"
+    )
+
+
 # --- The paper's networks (Goodfellow et al. 2014, Sec. 5, and the authors' pylearn2 configs) ---------------
 
 
@@ -210,7 +243,7 @@ class SigmoidMLPGenerator(nn.Module):
         return self.net[-2]
 
     @torch.no_grad()
-    def init_output_bias(self, mean_image: torch.Tensor, eps: float = 1e-3) -> None:
+    def init_output_bias(self, mean_image: torch.Tensor, eps: float = 1e-7) -> None:
         """Set the output bias to logit(mean pixel), so that G starts at the data's mean image.
 
         pylearn2's ``init_sigmoid_bias_from_marginals``, which the authors' ``mnist.yaml`` applies to G's
