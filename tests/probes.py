@@ -11,13 +11,15 @@ import torch
 
 
 class RankProbe(L.Callback):
-    """Saves, per rank, the parameters after training and every noise batch the rank drew for training."""
+    """Saves, per rank, the parameters before and after training and every noise batch the rank drew for training."""
 
     def __init__(self, out_dir: str) -> None:
         self.out_dir = Path(out_dir)
         self.z: list[torch.Tensor] = []
+        self.initial: dict[str, torch.Tensor] = {}
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.initial = {name: p.detach().cpu().clone() for name, p in pl_module.named_parameters()}
         draw = pl_module.sample_z
 
         def recording(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -34,6 +36,7 @@ class RankProbe(L.Callback):
         torch.save(
             {
                 "params": params,
+                "initial": self.initial,
                 "z": self.z,
                 "world_size": trainer.world_size,
                 "strategy": type(trainer.strategy).__name__,
@@ -44,6 +47,8 @@ class RankProbe(L.Callback):
 
 class FixedShapeGenerator(torch.nn.Module):
     """A user's G that ignores the image shape it is given and always makes 1×28×28 images."""
+
+    value_range = (-1.0, 1.0)  # tanh, applied in forward as a function: declared, since it cannot be read off a layer
 
     def __init__(self, latent_dim: int = 128, image_shape: tuple[int, ...] = (3, 32, 32)) -> None:
         super().__init__()
@@ -122,3 +127,56 @@ class KillAt(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step >= self.global_step:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class HangAt(L.Callback):
+    """Makes rank 0 enter a barrier alone at the start of training epoch ``epoch``: a collective that one rank reaches
+    and the others never do (what an evaluation run on rank 0 only used to do), so the run hangs there."""
+
+    def __init__(self, epoch: int = 1) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch and trainer.is_global_zero:
+            Path(os.environ.get("HANG_MARKER", os.devnull)).write_text("hanging")
+            trainer.strategy.barrier("one rank alone")
+
+
+class LinearOutputGenerator(torch.nn.Module):
+    """A user's G whose last layer is Linear and which declares no value_range: its output range cannot be told."""
+
+    def __init__(self, latent_dim: int = 128, image_shape: tuple[int, ...] = (3, 32, 32)) -> None:
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        self.net = torch.nn.Linear(latent_dim, int(torch.tensor(image_shape).prod()))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).view(-1, *self.image_shape)
+
+
+class SignalAt(L.Callback):
+    """Sends ``signum`` (SIGTERM) to its own process on global rank 0 once ``global_step`` is reached, as
+    ``kill -TERM <pid>`` from outside would (a real signal, delivered between two training steps)."""
+
+    def __init__(self, global_step: int, signum: int = int(signal.SIGTERM)) -> None:
+        self.global_step, self.signum, self.sent = global_step, signum, False
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.is_global_zero and trainer.global_step >= self.global_step and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), self.signum)
+
+
+class SmallFeatures(torch.nn.Module):
+    """Stands in for Inception in CLI runs: uint8 (N, 3, H, W) → (features (N, 8), logits (N, 4)), fixed weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(1)
+        self.features = torch.nn.Parameter(torch.randn(3 * 8 * 8, 8, generator=gen) / 14, requires_grad=False)
+        self.logits = torch.nn.Parameter(torch.randn(8, 4, generator=gen), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        small = torch.nn.functional.adaptive_avg_pool2d(x.float() / 255, 8).flatten(1)
+        f = torch.tanh(small @ self.features)
+        return f, f @ self.logits * 3

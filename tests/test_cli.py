@@ -11,6 +11,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import cli
+from tests.subprocesses import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,11 +32,6 @@ def base_args(cifar_dir, logs, *extra):
         str(logs),
         *extra,
     ]
-
-
-def run_cli(*args, timeout=300):
-    proc = subprocess.run([sys.executable, "cli.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    return proc
 
 
 def events(run_dir: Path) -> EventAccumulator:
@@ -108,8 +104,12 @@ def test_two_processes_keep_equal_weights_and_draw_different_noise(cifar_dir, tm
     for name, value in r0["params"].items():
         assert torch.equal(value, r1["params"][name]), name
     # ... and moved from where they started (the check above is not vacuous).
-    init = torch.load(logs / "cifar" / "version_0" / "checkpoints" / "last.ckpt", weights_only=False)
-    assert init["global_step"] == 10
+    assert r0["initial"].keys() == r0["params"].keys()
+    for name, value in r0["params"].items():
+        assert not torch.equal(value, r0["initial"][name]), f"{name} never moved"
+    assert (
+        torch.load(logs / "cifar" / "version_0" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 10
+    )
     # Same global seed, yet each rank drew its own noise for every update.
     assert len(r0["z"]) == len(r1["z"]) == 10  # 5 D updates + 5 G updates per rank
     for z0, z1 in zip(r0["z"], r1["z"], strict=True):
@@ -132,6 +132,10 @@ def test_two_processes_keep_equal_weights_and_draw_different_noise(cifar_dir, tm
         (["--trainer.gradient_clip_val", "1"], "use --model.grad_clip_norm instead"),
         (["--trainer.accumulate_grad_batches", "2"], "trainer.accumulate_grad_batches must be 1"),
         (["--model.generator", "tests.probes.FixedShapeGenerator"], "makes images of shape (1, 28, 28)"),
+        (["--model.generator", "tests.probes.LinearOutputGenerator"], "cannot tell the range of LinearOutputGenerator"),
+        (["--ddp_timeout", "0"], "ddp_timeout must be a number of seconds > 0, got 0.0"),
+        (["--stop.grace_s", "-1"], "stop.grace_s must be > 0, got -1.0"),
+        (["--model.fake_pass", "shared"], "model.fake_pass shared (G's objective from D's own pass on the samples)"),
     ],
 )
 def test_bad_input_is_refused_before_training(cifar_dir, tmp_path, capsys, extra, message):

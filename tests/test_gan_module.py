@@ -363,3 +363,126 @@ def test_a_dip_shorter_than_3_epochs_warns_but_is_not_stopped(tiny_gan, cpu_trai
     with pytest.warns(UserWarning, match="D has won: in epoch 1"):
         cpu_trainer(max_epochs=5, limit_train_batches=2, callbacks=[stop, EpochCounter()]).fit(model, image_loader())
     assert stop.stopped_epoch == 0 and model.current_epoch == 5 and model.d_won_epochs == 0
+
+
+# --- 16-mixed with the simultaneous step: one loss scale for both gradients, one scale update per step -----------
+
+
+class GradRecording(GAN):
+    """Records each optimizer's gradients as the step sees them (after AMP's unscaling), and the GradScaler's scale."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.grads: list[tuple[str, list[torch.Tensor]]] = []
+
+    def on_before_optimizer_step(self, optimizer):
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        network = "D" if params[0] is next(self.D.parameters()) else "G"
+        self.grads.append((network, [p.grad.detach().float().clone() for p in params]))
+
+
+def test_16_mixed_simultaneous_step_unscales_both_gradients_with_their_own_scale(cpu_trainer, image_loader, tiny_gan):
+    # A GradScaler that doubles its scale after every good step: updated between D's and G's step (as after every
+    # optimizer step), G's gradient, computed at the old scale, would be unscaled by the new one (0.5x).
+    sgd = partial(torch.optim.SGD, lr=0.01)
+    runs = {}
+    for precision in ("32-true", "16-mixed"):
+        model = tiny_gan(cls=GradRecording, update="simultaneous", g_optimizer=sgd, d_optimizer=sgd, seed=0)
+        if precision == "16-mixed":
+            scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=1)
+            plugins = [MixedPrecision("16-mixed", "cpu", scaler)]
+            trainer = cpu_trainer(max_epochs=1, limit_train_batches=2, plugins=plugins)
+        else:
+            trainer = cpu_trainer(max_epochs=1, limit_train_batches=2)
+        torch.manual_seed(1)
+        trainer.fit(model, image_loader(shuffle=False))
+        runs[precision] = model.grads
+    first, half = runs["32-true"][:2], runs["16-mixed"][:2]  # the first step's D and G gradients
+    for (net, fp32), (net16, fp16) in zip(first, half, strict=True):
+        assert net == net16
+        ratio = torch.cat([g.flatten() for g in fp16]).norm() / torch.cat([g.flatten() for g in fp32]).norm()
+        assert ratio == pytest.approx(1.0, abs=0.02), f"{net}: the applied gradient is {ratio:.3f}x the fp32 one"
+    assert scaler.get_scale() == 1024.0 * 2**2  # one update per training step: 2 steps, 2 doublings (not 4)
+
+
+# --- G's output range: declared or read off its last layer, refused when it cannot be told -------------------------
+
+
+def test_output_range_is_declared_or_read_off_the_last_layer(tiny_gan):
+    from networks import output_range
+    from tests.probes import LinearOutputGenerator
+
+    assert tiny_gan(out="tanh").value_range == (-1.0, 1.0) and tiny_gan(out="sigmoid").value_range == (0.0, 1.0)
+    assert output_range(nn.Sequential(nn.Linear(8, 16), nn.Sigmoid())) == (0.0, 1.0)  # a user's G: no attribute
+    assert output_range(nn.Sequential(nn.Linear(8, 16), nn.Tanh())) == (-1.0, 1.0)
+    with pytest.raises(ValueError, match="cannot tell the range of LinearOutputGenerator's output.*value_range"):
+        tiny_gan(generator=LinearOutputGenerator(8, (1, 4, 4)))
+    bad = LinearOutputGenerator(8, (1, 4, 4))
+    bad.value_range = (1.0, -1.0)
+    with pytest.raises(ValueError, match="value_range must be two numbers lo < hi"):
+        tiny_gan(generator=bad)
+
+
+def test_data_follow_a_sigmoid_generator_without_value_range(tiny_gan):
+    class SigmoidG(nn.Module):  # a user's network: no value_range attribute, a Sigmoid at the end
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(8, 16), nn.Sigmoid())
+
+        def forward(self, z):
+            return self.net(z).view(-1, 1, 4, 4)
+
+    model = tiny_gan(generator=SigmoidG())
+    images = torch.tensor([[0, 255]], dtype=torch.uint8)
+    assert model.to_model_range(images).tolist() == [[0.0, 1.0]]  # [0, 1], not [-1, 1]
+
+
+# --- the authors' simultaneous step: one pass of D over the samples, their noise -----------------------------------
+
+
+class FakeLogitsRecording(GAN):
+    """Records D's output on the samples in D's objective and in G's (the simultaneous step calls D on them twice)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fake_logits: list[torch.Tensor] = []
+        self.inputs: list[torch.Tensor] = []
+
+    def setup(self, stage):
+        super().setup(stage)
+        d = self.D
+
+        def record(module, args, output):
+            if module.training and args[0].shape[0] > 0:
+                self.inputs.append(args[0].detach().clone())
+                self.fake_logits.append(output.detach().clone())
+
+        d.register_forward_hook(record)
+
+
+@pytest.mark.parametrize("fake_pass", ["shared", "fresh"])
+def test_fake_pass_shared_gives_g_the_logits_of_ds_own_pass(fake_pass, cpu_trainer, image_loader, tiny_gan):
+    from networks import MaxoutDiscriminator
+
+    d = MaxoutDiscriminator((1, 4, 4), hidden_dims=(10, 10), pieces=(2, 2))  # with dropout: masks decide the logits
+    model = tiny_gan(cls=FakeLogitsRecording, discriminator=d, update="simultaneous", fake_pass=fake_pass, seed=0)
+    cpu_trainer(max_epochs=1, limit_train_batches=2).fit(model, image_loader(shuffle=False))
+    # D is called on the real batch, the samples for D, the samples for G: per step calls 1 and 2 are on the samples.
+    for step in range(2):
+        _, for_d, for_g = model.fake_logits[3 * step : 3 * step + 3]
+        assert torch.equal(model.inputs[3 * step + 1], model.inputs[3 * step + 2])  # the same samples (shared z)
+        assert torch.equal(for_d, for_g) == (fake_pass == "shared")
+
+
+def test_fake_pass_shared_needs_the_simultaneous_step(tiny_gan):
+    assert tiny_gan(update="simultaneous").fake_pass == "shared" and tiny_gan().fake_pass == "fresh"
+    with pytest.raises(ValueError, match="model.fake_pass shared .* needs model.update simultaneous"):
+        tiny_gan(fake_pass="shared")
+    with pytest.raises(ValueError, match="and model.g_samples shared"):
+        tiny_gan(update="simultaneous", g_samples="fresh", fake_pass="shared")
+
+
+def test_uniform_unit_variance_prior_is_the_authors_noise(tiny_gan):
+    z = tiny_gan(prior="uniform_unit_variance", latent_dim=100).sample_z(20000, torch.Generator().manual_seed(0))
+    assert z.abs().max() <= 3**0.5 and z.abs().max() > 1.7  # U(−√3, √3)
+    assert z.var().item() == pytest.approx(1.0, abs=0.01) and z.mean().item() == pytest.approx(0.0, abs=0.01)

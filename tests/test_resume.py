@@ -13,9 +13,6 @@ covers Adam and G's BatchNorm.
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +21,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from tests.fake_data import write_cifar10, write_mnist
+from tests.subprocesses import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCHES = 10  # per epoch and process
@@ -50,15 +48,18 @@ def data_dirs(tmp_path_factory) -> dict[str, Path]:
     return {"configs/mnist.yaml": mnist, "configs/cifar.yaml": cifar}
 
 
-def fit(config: str, data: Path, logs: Path, devices: int, on_device: bool, *extra: str, killed: bool = False) -> str:
+def fit(
+    config: str, data: Path, logs: Path, devices: int, on_device: bool, *extra: str, killed: bool = False,
+    every_batch: bool = True,
+) -> str:  # fmt: skip
     batch = 16 // devices  # the same global batch, so one and two processes take the same number of steps
     args = ["fit", "--config", config, "--data.data_dir", str(data), "--data.batch_size", str(batch)]
     args += [*TINY[config], "--data.on_device", str(on_device).lower(), "--trainer.devices", str(devices)]
     args += ["--trainer.accelerator", "cpu", "--trainer.logger.init_args.save_dir", str(logs)]
-    args += ["--trainer.enable_progress_bar", "false", "--trainer.limit_val_batches", "0"]
-    args += ["--checkpoint.every_n_train_steps", "2", *extra]  # after every batch (k = 1: 2 optimizer steps each)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, "cli.py", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+    args += ["--trainer.enable_progress_bar", "false", "--trainer.limit_val_batches", "0", *extra]
+    if every_batch:
+        args += ["--checkpoint.every_n_train_steps", "2"]  # after every batch (k = 1: 2 optimizer steps each)
+    proc = run_cli(*args, timeout=300, env={"PYTHONWARNINGS": "ignore"})
     if killed:  # SIGKILL; in two processes rank 0 may instead fail on the socket of the rank that died first
         assert proc.returncode == -9 or (devices == 2 and proc.returncode != 0), proc.stderr[-3000:]
     else:
@@ -155,3 +156,23 @@ def test_resume_from_the_end_of_epoch_validation_keeps_the_epoch_means(tiny_gan,
     assert [row["epoch"] for row in resumed] == ["1"]  # only the hook that the checkpoint came before
     for name in ("d/fake_epoch", "d/real_epoch", "loss/d_epoch", "loss/g_epoch", "d/won_epochs"):
         assert float(resumed[0][name]) == pytest.approx(float(straight[1][name]), rel=1e-6), name
+
+
+def test_a_checkpoint_after_every_epoch_whatever_the_validation_interval(data_dirs, tmp_path):
+    """configs/mnist.yaml validates every 10 epochs; a run killed (SIGKILL) as epoch 2 starts still has the
+    checkpoint of epoch 1's end, and ``--ckpt_path last`` goes on from there to where the straight run ends."""
+    config, data = "configs/mnist.yaml", data_dirs["configs/mnist.yaml"]
+    straight, pieces = tmp_path / "straight", tmp_path / "pieces"
+    three = ["--trainer.max_epochs", "3", "--trainer.check_val_every_n_epoch", "10"]
+    fit(config, data, straight, 1, False, *three, every_batch=False)
+    kill = ["--trainer.callbacks+=tests.probes.KillAt", "--trainer.callbacks.global_step", str(2 * 2 * BATCHES)]
+    fit(config, data, pieces, 1, False, *three, *kill, killed=True, every_batch=False)
+    saved = last_checkpoint(pieces)
+    assert saved["epoch"] == 1 and saved["gan"]["d_updates"] == 2 * BATCHES  # the end of epoch 1
+    stderr = fit(config, data, pieces, 1, False, *three, "--ckpt_path", "last", every_batch=False)
+    assert "Resuming from " in stderr
+    a, b = last_checkpoint(straight), last_checkpoint(pieces)
+    assert a["gan"]["d_updates"] == b["gan"]["d_updates"] == 3 * BATCHES
+    assert_bitwise_equal(a["state_dict"], b["state_dict"], "state_dict")
+    assert_bitwise_equal(a["optimizer_states"], b["optimizer_states"], "optimizer_states")
+    assert_bitwise_equal(a["gan"], b["gan"], "gan")

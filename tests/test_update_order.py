@@ -16,8 +16,6 @@ mean of the ranks' hand-computed gradients.
 from __future__ import annotations
 
 import contextlib
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,8 +23,8 @@ import torch
 
 from gan_module import d_loss, g_loss_non_saturating
 from networks import MLPDiscriminator, SigmoidMLPGenerator
+from tests.subprocesses import run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
 LATENT, HIDDEN, STEPS = 4, 16, 3
 CONFIG = f"""
 seed_everything: 5
@@ -65,9 +63,7 @@ def record(mnist_dir: Path, out: Path, update: str, g_samples: str, devices: int
     args += ["--model.update", update, "--model.g_samples", g_samples, "--trainer.devices", str(devices)]
     args += ["--trainer.precision", precision, "--trainer.callbacks+=tests.probes.GradientProbe"]
     args += ["--trainer.callbacks.out_dir", str(out / "probe")]
-    proc = subprocess.run(
-        [sys.executable, "cli.py", "fit", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
+    proc = run_cli("fit", *args, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return [torch.load(out / "probe" / f"rank{r}.pt")["steps"] for r in range(devices)]
 
