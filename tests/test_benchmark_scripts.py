@@ -47,3 +47,24 @@ def test_precision_script_reports_each_run_and_draws_the_samples(mnist_dir: Path
         assert run["finite"] is True and run["logged_steps"] == 4
         assert 0 < run["sample_mean"] < 1 and run["sample_std"] > 0
     assert (tmp_path / "precision_samples.png").stat().st_size > 0
+
+
+def test_mnist_draws_records_each_draw_and_resumes(mnist_dir: Path, tmp_path: Path) -> None:
+    args = ["benchmarks/mnist_draws.py", "--data_dir", str(mnist_dir), "--seeds", "3,4", "--epochs", "2"]
+    args += ["--save_dir", str(tmp_path), "--", "--model.generator.init_args.hidden_dims", "[16]"]
+    args += [
+        "--model.discriminator.init_args.hidden_dims",
+        "[8, 8]",
+        "--data.val_size",
+        "40",
+        "--data.batch_size",
+        "64",
+    ]
+    first = json.loads(run_script(*args).stdout.strip().splitlines()[-1])
+    assert first["draws"] == 2 and 0 <= first["dipped"] <= 2 and 0 <= first["died"] <= 2
+    lines = [json.loads(line) for line in (tmp_path / "draws.jsonl").read_text().splitlines()]
+    assert [line["seed"] for line in lines] == [3, 4]
+    assert all(len(line["d_fake"]) == line["epochs"] <= 2 for line in lines)
+    assert all(line["dipped"] == (min(line["d_fake"]) < 0.01) for line in lines)
+    again = run_script(*args)  # every draw recorded: nothing is trained again
+    assert "seed 3:" not in again.stderr and json.loads(again.stdout.strip().splitlines()[-1])["draws"] == 2
