@@ -276,6 +276,15 @@ class ImageDataModule(L.LightningDataModule):
                 f"data.batch_size={self.batch_size} is larger than the {len(self.train_images)} training images"
             )
 
+    def full_train_split(self) -> torch.Tensor:
+        """The whole training split, the held-out validation images included (what FID against the training set
+        uses: all 50,000 images of CIFAR-10)."""
+        if self.train_images is not None and not self.val_size:
+            return self.train_images
+        if self.train_images is not None and self.val_images is not None:
+            return torch.cat([self.train_images, self.val_images])
+        return self._load(train=True)
+
     def _loader(self, images: torch.Tensor, shuffle: bool) -> DataLoader | SeededBatches:
         """Training (``shuffle``) and on-device loaders are :class:`SeededBatches`; evaluation on the host is a
         plain DataLoader in the data's order (Lightning shards it in multi-process runs)."""
@@ -309,15 +318,16 @@ class ImageDataModule(L.LightningDataModule):
         return DataLoader(NoiseIndices(self.num_predict), batch_size=self.batch_size, collate_fn=_identity)
 
 
-class _CIFAR10(torchvision.datasets.CIFAR10):
-    """torchvision's CIFAR10 with its md5 check switchable (hand-made test folders have other sums)."""
+class _Verifiable:
+    """torchvision's CIFAR-10 / CIFAR-100 readers with their md5 check switchable (hand-made test folders have other
+    sums). Mixed in before the torchvision class."""
 
     def __init__(self, root: str, train: bool, download: bool, verify: bool) -> None:
         self.verify = verify  # read by _check_integrity, which torchvision's __init__ calls
         super().__init__(root, train=train, download=download)
 
     def _check_integrity(self) -> bool:
-        return super()._check_integrity() if self.verify else _cifar_present(Path(self.root), verify=False)
+        return super()._check_integrity() if self.verify else _cifar_present(type(self), Path(self.root), False)
 
     def _load_meta(self) -> None:
         if self.verify:
@@ -327,10 +337,18 @@ class _CIFAR10(torchvision.datasets.CIFAR10):
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
 
 
-def _cifar_present(root: Path, verify: bool) -> bool:
-    """Whether every batch file of the archive is in ``root/cifar-10-batches-py`` (and passes its md5)."""
-    folder = root / _CIFAR10.base_folder
-    files = _CIFAR10.train_list + _CIFAR10.test_list
+class _CIFAR10(_Verifiable, torchvision.datasets.CIFAR10):
+    pass
+
+
+class _CIFAR100(_Verifiable, torchvision.datasets.CIFAR100):
+    pass
+
+
+def _cifar_present(dataset: type, root: Path, verify: bool) -> bool:
+    """Whether every batch file of the archive is in ``root/<its folder>`` (and passes its md5)."""
+    folder = root / dataset.base_folder
+    files = dataset.train_list + dataset.test_list
     return all(check_integrity(str(folder / name), md5 if verify else None) for name, md5 in files)
 
 
@@ -349,6 +367,7 @@ class CIFAR10DataModule(ImageDataModule):
 
     image_shape = (3, 32, 32)
     name = "CIFAR-10"
+    dataset: type = _CIFAR10  # torchvision's reader, with the md5 check switchable
 
     def __init__(
         self, data_dir: str = "data", batch_size: int = 64, verify_checksums: bool = True, **kwargs: Any
@@ -356,51 +375,65 @@ class CIFAR10DataModule(ImageDataModule):
         super().__init__(data_dir, batch_size, **kwargs)
         self.verify_checksums = verify_checksums
 
+    @property
+    def _folder(self) -> Path:
+        return Path(self.data_dir) / self.dataset.base_folder
+
     def _is_present(self) -> bool:
-        return _cifar_present(self.data_dir, self.verify_checksums)
+        return _cifar_present(self.dataset, self.data_dir, self.verify_checksums)
 
     def _download(self) -> None:
-        _CIFAR10(str(self.data_dir), train=True, download=True, verify=self.verify_checksums)
+        self.dataset(str(self.data_dir), train=True, download=True, verify=self.verify_checksums)
 
     def _unreadable_file(self, train: bool) -> Path:
         """The first batch file of the split that does not unpickle (the folder if each one does)."""
-        folder = Path(self.data_dir) / _CIFAR10.base_folder
-        names = _CIFAR10.train_list if train else _CIFAR10.test_list
-        for name, _ in names:
+        for name, _ in self.dataset.train_list if train else self.dataset.test_list:
             try:
-                with open(folder / name, "rb") as f:
+                with open(self._folder / name, "rb") as f:
                     pickle.load(f, encoding="latin1")
             except Exception:
-                return folder / name
-        return folder
+                return self._folder / name
+        return self._folder
 
     def _missing_message(self) -> str:
-        folder = Path(self.data_dir) / _CIFAR10.base_folder
-        if folder.is_dir() and self.verify_checksums:
-            names = _CIFAR10.train_list + _CIFAR10.test_list
-            bad = [name for name, md5 in names if not check_integrity(str(folder / name), md5)]
+        if self._folder.is_dir() and self.verify_checksums:
+            names = self.dataset.train_list + self.dataset.test_list
+            bad = [name for name, md5 in names if not check_integrity(str(self._folder / name), md5)]
             if bad:
-                return f"CIFAR-10 in {folder} is damaged: {', '.join(bad)} missing or failing its md5 check"
-        return f"CIFAR-10 was not found in {folder}"
+                return f"{self.name} in {self._folder} is damaged: {', '.join(bad)} missing or failing its md5 check"
+        return f"{self.name} was not found in {self._folder}"
 
     def _offline_hint(self) -> str:
+        archive = self.dataset.filename
         return (
-            "To train offline, download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz on a machine "
-            f"with network and extract it there: tar -xzf cifar-10-python.tar.gz -C {self.data_dir} "
-            "(or point --data.data_dir at the folder that holds cifar-10-batches-py)."
+            f"To train offline, download {self.dataset.url} on a machine with network and extract it there: "
+            f"tar -xzf {archive} -C {self.data_dir} (or point --data.data_dir at the folder that holds "
+            f"{self.dataset.base_folder})."
         )
 
     def _load(self, train: bool) -> torch.Tensor:
         try:
-            ds = _CIFAR10(str(self.data_dir), train=train, download=False, verify=self.verify_checksums)
+            ds = self.dataset(str(self.data_dir), train=train, download=False, verify=self.verify_checksums)
         except (pickle.UnpicklingError, EOFError, OSError, ValueError, KeyError) as err:
             raise DataError(
                 f"{self._unreadable_file(train)} is unreadable ({type(err).__name__}: {err}). Delete the folder and "
-                f"extract cifar-10-python.tar.gz again: tar -xzf cifar-10-python.tar.gz -C {self.data_dir}"
+                f"extract {self.dataset.filename} again: tar -xzf {self.dataset.filename} -C {self.data_dir}"
             ) from err
         # torchvision stacks the channel-major rows of the archive into (N, 3, 32, 32) and hands out an NHWC view
         # of it: transposing back gives that array itself, so no copy is made (a copy would raise peak memory).
         return torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
+
+
+class CIFAR100DataModule(CIFAR10DataModule):
+    """CIFAR-100 (50,000 train, 10,000 test 32×32 colour images of 100 classes), read by torchvision, like
+    :class:`CIFAR10DataModule` (one of the four data sets Just4GAN trains on; the labels are not used).
+
+    Offline, extract ``cifar-100-python.tar.gz`` (https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz) in
+    ``data_dir``, so that ``data_dir/cifar-100-python/train`` exists.
+    """
+
+    name = "CIFAR-100"
+    dataset = _CIFAR100
 
 
 # --- MNIST and Fashion-MNIST (the paper's Table 1 data set, and a real data set installable offline) -----------

@@ -55,6 +55,36 @@ def write_cifar10_archive(
     return Path(root)
 
 
+def write_cifar100(root: Path, n_train: int = 200, n_test: int = 40, seed: int = 0) -> dict[str, np.ndarray]:
+    """A tiny ``cifar-100-python`` folder laid out like the real archive: ``train``, ``test`` and ``meta`` as
+    protocol-2 pickles (``data`` rows of 3072 channel-major uint8, ``fine_labels``, ``coarse_labels``,
+    ``filenames``; the meta's ``fine_label_names`` and ``coarse_label_names``). Random pixels: the md5 sums do not
+    match. Returns the rows written, ``{"train": (n_train, 3072), "test": (n_test, 3072)}``."""
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / "cifar-100-python"
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        rows = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        entry = {
+            "filenames": [f"{i}.png" for i in range(n)],
+            "batch_label": f"{split}ing batch 1 of 1",
+            "fine_labels": [int(v) for v in rng.integers(0, 100, n)],
+            "coarse_labels": [int(v) for v in rng.integers(0, 20, n)],
+            "data": rows,
+        }
+        with open(folder / split, "wb") as f:
+            pickle.dump(entry, f, protocol=2)
+        written[split] = rows
+    meta = {
+        "fine_label_names": [f"class{i}" for i in range(100)],
+        "coarse_label_names": [f"super{i}" for i in range(20)],
+    }
+    with open(folder / "meta", "wb") as f:
+        pickle.dump(meta, f, protocol=2)
+    return written
+
+
 def _idx_bytes(array: np.ndarray) -> bytes:
     """``array`` (uint8) in the IDX format of the MNIST files: magic 0x0000080D (D = ndim), sizes, data."""
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in array.shape)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from datamodule import CIFAR10DataModule, DataError
+from datamodule import CIFAR10DataModule, CIFAR100DataModule, DataError
+from tests.fake_data import write_cifar100
 
 
 def test_cifar10_is_read_as_uint8_nchw_in_the_original_layout(cifar_dir):
@@ -61,3 +62,50 @@ def test_bad_options_are_refused(cifar_dir):
     dm = CIFAR10DataModule(str(cifar_dir), batch_size=512, verify_checksums=False, download=False)
     with pytest.raises(DataError, match="data.batch_size=512 is larger than the 320 training images"):
         dm.setup("fit")
+
+
+# --- CIFAR-100: the same family, its own archive -----------------------------------------------------------------
+
+
+def test_cifar100_is_read_from_its_original_layout(tmp_path):
+    written = write_cifar100(tmp_path, n_train=120, n_test=30)
+    dm = CIFAR100DataModule(str(tmp_path), batch_size=16, verify_checksums=False, download=False, val_size=20)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.image_shape == (3, 32, 32) and dm.name == "CIFAR-100"
+    assert dm.train_images.dtype == torch.uint8 and dm.train_images.shape == (100, 3, 32, 32)
+    assert np.array_equal(dm.train_images.reshape(100, -1).numpy(), written["train"][:100])  # channel-major rows
+    assert np.array_equal(dm.val_images.reshape(20, -1).numpy(), written["train"][100:])
+    assert np.array_equal(dm.test_images.reshape(30, -1).numpy(), written["test"])
+    with pytest.raises(DataError, match="CIFAR-100 in .*cifar-100-python is damaged: train, test missing or failing"):
+        CIFAR100DataModule(str(tmp_path), download=False).prepare_data()  # random pixels: md5 sums fail
+
+
+def test_cifar100_offline_message_names_its_archive(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(DataError) as err:
+        CIFAR100DataModule(str(tmp_path / "nowhere")).prepare_data()
+    msg = str(err.value)
+    assert msg.startswith(f"CIFAR-100 was not found in {tmp_path / 'nowhere' / 'cifar-100-python'} and the download")
+    assert "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz" in msg
+    assert f"tar -xzf cifar-100-python.tar.gz -C {tmp_path / 'nowhere'}" in msg
+
+
+def test_cifar100_trains_through_the_cli(tmp_path):
+    from tests.subprocesses import run_cli
+
+    write_cifar100(tmp_path / "data", n_train=64, n_test=16)
+    args = ["fit", "--config", "configs/cifar.yaml", "--data", "datamodule.CIFAR100DataModule"]
+    args += ["--data.data_dir", str(tmp_path / "data"), "--data.verify_checksums", "false", "--data.batch_size", "8"]
+    args += ["--model.generator.init_args.hidden_dims", "[16]", "--model.discriminator.init_args.hidden_dims", "[16]"]
+    args += ["--trainer.max_steps", "4", "--trainer.logger.init_args.save_dir", str(tmp_path / "logs")]
+    args += ["--trainer.enable_progress_bar", "false"]
+    proc = run_cli(*args, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = torch.load(tmp_path / "logs" / "cifar" / "version_0" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 4
+    config = (tmp_path / "logs" / "cifar" / "version_0" / "config.yaml").read_text()
+    assert "class_path: datamodule.CIFAR100DataModule" in config
