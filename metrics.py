@@ -20,7 +20,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -454,6 +454,58 @@ class InceptionFeatures(nn.Module):
         return pool, pool @ self.inception.fc.weight.T
 
 
+def feature_statistics(
+    features_of: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    trainer: L.Trainer | None = None,
+    chunk: int = 500,
+    partial: Path | None = None,
+) -> dict[str, torch.Tensor]:
+    """What FID needs of a set of images: the sum of their features, the sum of the features' outer products (both
+    float64) and the count. Under DDP each rank takes its ``block`` and the sums are added over the ranks. On one
+    process, ``partial`` names a file that the sums so far are saved to after every ``chunk`` images and resumed
+    from, so that a computation of hours (50,000 Inception passes on a CPU) survives being stopped."""
+    mine = images[block(len(images), trainer)]
+    state: dict[str, Any] = {"sum": None, "outer": None, "count": 0}
+    resumable = partial is not None and (trainer is None or trainer.world_size == 1)
+    if resumable and partial.is_file():
+        state = torch.load(partial, map_location="cpu", weights_only=True)
+    for start in range(int(state["count"]), len(mine), chunk):
+        with torch.no_grad():
+            feats = features_of(mine[start : start + chunk]).detach().double().cpu()
+        if state["sum"] is None:
+            state["sum"], state["outer"] = feats.new_zeros(feats.shape[1]), feats.new_zeros(2 * feats.shape[1:])
+        state["sum"] += feats.sum(0)
+        state["outer"] += feats.T @ feats
+        state["count"] = start + len(feats)
+        if resumable:
+            _save_atomically(state, partial)
+    out = {"sum": state["sum"], "outer": state["outer"], "count": torch.tensor(int(state["count"]))}
+    if trainer is not None and trainer.world_size > 1:
+        device = trainer.strategy.root_device
+        out = {key: trainer.strategy.reduce(value.to(device), reduce_op="sum").cpu() for key, value in out.items()}
+    return out
+
+
+def frechet_distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """FID between two sets given by :func:`feature_statistics` (torchmetrics' formula)."""
+    from torchmetrics.image.fid import _compute_fid
+
+    def mean_cov(stats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        n = stats["count"].double()
+        mean = stats["sum"] / n
+        return mean, (stats["outer"] - n * torch.outer(mean, mean)) / (n - 1)
+
+    return float(_compute_fid(*mean_cov(a), *mean_cov(b)))
+
+
+def _save_atomically(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    torch.save(obj, partial)
+    os.replace(partial, path)
+
+
 class InceptionMetrics(EvaluationCallback):
     """FID, Inception Score and KID of G's samples (torchmetrics), logged as ``fid``, ``is_mean``, ``is_std``,
     ``kid_mean`` and ``kid_std``.
@@ -482,6 +534,12 @@ class InceptionMetrics(EvaluationCallback):
         kid_subsets: KID subsets (torchmetrics' ``subsets``).
         kid_subset_size: images per KID subset (<= num_samples and <= the real images).
         seed: seed of the samples' noise, so successive validations see the same z (None: fresh noise).
+        reference: the real images FID compares with: ``split``, the evaluated split's (validation or test
+            images); ``train``, the whole training split, as published CIFAR-10 FIDs are (50,000 samples against the
+            50,000 training images). Its statistics are computed once and cached in ``stats_dir``; KID and IS stay
+            on the evaluated split (KID needs the features themselves; it is unbiased at small sample counts).
+        stats_dir: where the training split's FID statistics are cached; None: ``<data.data_dir>/fid_stats``.
+        every_n_epochs: during ``fit``, score every n-th validation only (``validate`` and ``test`` always score).
     """
 
     def __init__(
@@ -498,8 +556,15 @@ class InceptionMetrics(EvaluationCallback):
         kid_subsets: int = 100,
         kid_subset_size: int = 1000,
         seed: int | None = 0,
+        reference: Literal["split", "train"] = "split",
+        stats_dir: str | None = None,
+        every_n_epochs: int = 1,
     ) -> None:
         check_int("InceptionMetrics.num_samples", num_samples, 2)
+        check_int("InceptionMetrics.every_n_epochs", every_n_epochs, 1)
+        if reference not in ("split", "train"):
+            raise ValueError(f"InceptionMetrics.reference must be 'split' or 'train', got {reference!r}")
+        self.reference, self.stats_dir, self.every_n_epochs = reference, stats_dir, every_n_epochs
         check_int("InceptionMetrics.num_real", num_real, 2, none_ok=True)
         check_int("InceptionMetrics.batch_size", batch_size, 1)
         check_int("InceptionMetrics.is_splits", is_splits, 1)
@@ -556,7 +621,12 @@ class InceptionMetrics(EvaluationCallback):
         return torch.cat(feats), torch.cat(logits)
 
     def _split_metrics(
-        self, split: str, real: torch.Tensor, device: torch.device, trainer: L.Trainer | None
+        self,
+        split: str,
+        real: torch.Tensor,
+        device: torch.device,
+        trainer: L.Trainer | None,
+        fid_statistics: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, Any]:
         """The metrics of one split, with its real features added on first use and kept from then on (under DDP
         each rank extracts its block of the real images; torchmetrics sums and gathers the states on compute)."""
@@ -580,7 +650,13 @@ class InceptionMetrics(EvaluationCallback):
             metrics["fid"] = FrechetInceptionDistance(
                 feature=_Precomputed(feats.shape[1]), reset_real_features=False, **common
             )
-            metrics["fid"].update(feats, real=True)
+            if fid_statistics is None:
+                metrics["fid"].update(feats, real=True)
+            elif trainer is None or trainer.is_global_zero:  # the other ranks hold zeros: torchmetrics sums the ranks
+                fid = metrics["fid"]
+                fid.real_features_sum = fid_statistics["sum"].to(fid.real_features_sum)
+                fid.real_features_cov_sum = fid_statistics["outer"].to(fid.real_features_cov_sum)
+                fid.real_features_num_samples = fid_statistics["count"].to(fid.real_features_num_samples)
         if self.use["kid"]:
             metrics["kid"] = KernelInceptionDistance(
                 feature=_Precomputed(feats.shape[1]),
@@ -597,10 +673,17 @@ class InceptionMetrics(EvaluationCallback):
         self._metrics[split] = metrics
         return metrics
 
-    def score(self, pl_module: L.LightningModule, split: str, real: torch.Tensor) -> dict[str, float]:
-        """FID / IS / KID of ``num_samples`` samples of G against the uint8 images ``real`` of ``split``."""
+    def score(
+        self,
+        pl_module: L.LightningModule,
+        split: str,
+        real: torch.Tensor,
+        fid_statistics: dict[str, torch.Tensor] | None = None,
+    ) -> dict[str, float]:
+        """FID / IS / KID of ``num_samples`` samples of G against the uint8 images ``real`` of ``split`` (FID against
+        ``fid_statistics`` instead, when given: :func:`feature_statistics` of other real images)."""
         device = pl_module.device
-        metrics = self._split_metrics(split, real, device, pl_module._trainer)
+        metrics = self._split_metrics(split, real, device, pl_module._trainer, fid_statistics)
         for metric in metrics.values():
             metric.to(device)
             metric.reset()  # drops the previous samples' features; FID and KID keep the real ones
@@ -622,5 +705,35 @@ class InceptionMetrics(EvaluationCallback):
                 out["kid_mean"], out["kid_std"] = (v.item() for v in metrics["kid"].compute())
         return out
 
+    def _run(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "val" and trainer.state.fn == "fit" and (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        super()._run(trainer, pl_module, stage)
+
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> dict[str, float]:
-        return self.score(pl_module, stage, real_images(trainer, f"{stage}_images", "InceptionMetrics"))
+        real = real_images(trainer, f"{stage}_images", "InceptionMetrics")
+        stats = self.train_statistics(trainer, pl_module.device) if self.reference == "train" else None
+        return self.score(pl_module, stage, real, stats if self.use["fid"] else None)
+
+    def train_statistics(self, trainer: L.Trainer, device: torch.device) -> dict[str, torch.Tensor]:
+        """The FID statistics of the data module's whole training split, read from the cache or computed (each rank
+        a block) and cached (``<stats_dir>/<data set>_train_<N>_<extractor>.pt``)."""
+        data = trainer.datamodule
+        full = getattr(data, "full_train_split", None)
+        if full is None:
+            raise RuntimeError("InceptionMetrics(reference='train') needs a data module with full_train_split()")
+        images = full()
+        name = "".join(c for c in str(getattr(data, "name", type(data).__name__)) if c.isalnum())
+        extractor = "inception-tf" if isinstance(self.extractor, InceptionFeatures) else type(self.extractor).__name__
+        folder = Path(self.stats_dir or Path(getattr(data, "data_dir", ".")) / "fid_stats").expanduser()
+        path = folder / f"{name}_train_{len(images)}_{extractor}.pt"
+        everywhere = path.is_file()
+        if trainer.world_size > 1:  # read or computed by every rank alike
+            everywhere = trainer.strategy.reduce_boolean_decision(everywhere, all=True)
+        if everywhere:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        rank_zero_info(f"InceptionMetrics: the FID statistics of the {len(images)} training images (once) → {path}")
+        stats = feature_statistics(lambda x: self._features(x, device)[0], images, trainer, self.batch_size)
+        if trainer.is_global_zero:
+            _save_atomically(stats, path)
+        return stats

