@@ -7,7 +7,7 @@ one skeleton, :class:`EvaluationCallback`: at the end of ``validate`` / ``test``
 
 On N processes (DDP) every rank does 1/N of the work: it generates a contiguous block of the samples (whose noise
 is drawn, as on one process, from one seeded stream, so sample i is the same however many processes there are) and
-scores a block of the images; the blocks are gathered (``gather_blocks``) or torchmetrics syncs its states, and
+scores a block of the images; the blocks are gathered (``gather_rows``) or torchmetrics syncs its states, and
 every rank ends with the same figures, so ``ModelCheckpoint`` and ``EarlyStopping`` find them on every rank and no
 collective is ever reached by one rank alone. The math lives in plain functions (``parzen_log_likelihood``,
 ``select_sigma``) that the tests check against independent answers; FID / IS / KID are torchmetrics'.
@@ -129,17 +129,18 @@ def block(n: int, trainer: L.Trainer | None) -> slice:
     return slice(n * rank // world, n * (rank + 1) // world)
 
 
-def gather_blocks(trainer: L.Trainer | None, local: torch.Tensor, n: int) -> torch.Tensor:
-    """The n rows of which each rank holds its ``block`` (``local``), in order, on every rank. A collective under
-    DDP: every rank must call it. The blocks differ in length by at most one row and are padded for the gather."""
+def gather_rows(trainer: L.Trainer | None, local: torch.Tensor) -> torch.Tensor:
+    """Every rank's rows, concatenated in rank order, on every rank (so the ranks' ``block``s come back in order).
+    A collective under DDP: every rank must call it. The ranks' row counts may differ: they are gathered first and
+    the rows padded for the gather."""
     if trainer is None or trainer.world_size == 1:
         return local
-    world = trainer.world_size
-    sizes = [(n * (r + 1)) // world - (n * r) // world for r in range(world)]
-    padded = local.new_zeros((max(sizes), *local.shape[1:]))
+    device = trainer.strategy.root_device
+    counts = trainer.strategy.all_gather(torch.tensor([local.shape[0]], device=device)).reshape(-1).tolist()
+    padded = local.new_zeros((max(counts), *local.shape[1:]))
     padded[: local.shape[0]] = local
-    gathered = trainer.strategy.all_gather(padded)  # (world, max(sizes), ...)
-    return torch.cat([gathered[r, : sizes[r]] for r in range(world)])
+    gathered = trainer.strategy.all_gather(padded.to(device))  # (world, max(counts), ...)
+    return torch.cat([gathered[r, :count] for r, count in enumerate(counts)]).to(local.device)
 
 
 def generate(pl_module: L.LightningModule, n: int, batch_size: int, seed: int | None, **kwargs: Any) -> torch.Tensor:
@@ -178,7 +179,7 @@ def log_figure(trainer: L.Trainer, tag: str, draw: Callable[[], Any], step: int)
 class EvaluationCallback(L.Callback):
     """At the end of every validation (during ``fit`` too, but not the sanity check) and test epoch, on every rank:
     ``evaluate`` G and log the figures it returns. Subclasses implement ``evaluate``, sharing the work between
-    the ranks (``generate``, ``block``, ``gather_blocks``) and returning the same figures on every rank. It runs
+    the ranks (``generate``, ``block``, ``gather_rows``) and returning the same figures on every rank. It runs
     with the global RNG forked, so an evaluation never changes the random numbers training draws next."""
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> dict[str, float]:
@@ -259,14 +260,14 @@ class ParzenWindow(EvaluationCallback):
         its block of the samples and scores its block of the images; every rank gets the same figures."""
         trainer = pl_module._trainer
         samples = generate(pl_module, self.num_samples, 1000, self.seed, quantize=False, ema=ema)  # in [0, 1]
-        samples = gather_blocks(trainer, samples.reshape(samples.shape[0], -1).float(), self.num_samples)
+        samples = gather_rows(trainer, samples.reshape(samples.shape[0], -1).float())
         val = val[: self.num_val]
         val_ll = _parzen_ll_multi(samples, val[block(len(val), trainer)].float() / 255, self.sigmas, self.batch_size)
-        means = gather_blocks(trainer, val_ll, len(val)).mean(0)  # select_sigma's figure, over every rank's block
+        means = gather_rows(trainer, val_ll).mean(0)  # select_sigma's figure, over every rank's block
         sigma = float(self.sigmas[int(means.argmax())])
         target = target[: self.num_eval] if self.num_eval else target
         ll = parzen_log_likelihood(samples, target[block(len(target), trainer)].float() / 255, sigma, self.batch_size)
-        ll = gather_blocks(trainer, ll, len(target))
+        ll = gather_rows(trainer, ll)
         se = ll.std(correction=0) / math.sqrt(ll.numel())
         return {"parzen/ll": ll.mean().item(), "parzen/ll_se": se.item(), "parzen/sigma": sigma}
 

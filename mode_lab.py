@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from checks import check_ints, positive_ints
 from datamodule import NoiseIndices, SeededBatches, _identity, seeded_loader
-from metrics import EvaluationCallback, gather_blocks, generate, log_figure, log_step
+from metrics import EvaluationCallback, gather_rows, generate, log_figure, log_step
 from networks import Init, Maxout, fully_connected, init_weights
 
 Mixture = Literal["ring", "grid"]
@@ -316,7 +316,7 @@ class ModeCoverage(EvaluationCallback):
         # Each rank generates its block of the samples (one block on one process: the same z as before DDP
         # sharing), every rank scores them all: the same figures everywhere.
         samples = generate(pl_module, self.num_samples, self.num_samples, self.seed)
-        samples = gather_blocks(trainer, samples.reshape(samples.shape[0], -1), self.num_samples).cpu()
+        samples = gather_rows(trainer, samples.reshape(samples.shape[0], -1)).cpu()
         data = trainer.datamodule
         result = mode_coverage(samples, data.centers, data.std, self.threshold)
         figures = {f"modes/{name}": float(result[name]) for name in ("captured", "high_quality", "reverse_kl")}

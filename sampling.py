@@ -26,6 +26,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
 from checks import check_int, check_ints
+from metrics import gather_rows
 
 
 def interpolate(z0: torch.Tensor, z1: torch.Tensor, steps: int) -> torch.Tensor:
@@ -41,23 +42,6 @@ def interpolate(z0: torch.Tensor, z1: torch.Tensor, steps: int) -> torch.Tensor:
     """
     t = torch.linspace(0, 1, steps, device=z0.device, dtype=z0.dtype)[None, :, None]
     return torch.lerp(z0[:, None], z1[:, None], t).reshape(-1, z0.shape[-1])
-
-
-def _gather_by_index(trainer: L.Trainer, samples: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-    """Every rank's samples, ordered by their sample index (a collective: every rank calls it). The ranks' shares
-    may differ in length (Lightning's predict sampler does not pad), so lengths are gathered first."""
-    device = trainer.strategy.root_device
-    counts = trainer.strategy.all_gather(torch.tensor([len(indices)], device=device)).reshape(-1).tolist()
-    longest = max(counts)
-
-    def pad(t: torch.Tensor) -> torch.Tensor:
-        return torch.cat([t, t.new_zeros((longest - len(t), *t.shape[1:]))])
-
-    all_samples = trainer.strategy.all_gather(pad(samples).to(device)).cpu()
-    all_indices = trainer.strategy.all_gather(pad(indices).to(device)).cpu()
-    samples = torch.cat([all_samples[r, :c] for r, c in enumerate(counts)])
-    indices = torch.cat([all_indices[r, :c] for r, c in enumerate(counts)])
-    return samples[indices.argsort()]
 
 
 class SampleWriter(BasePredictionWriter):
@@ -97,7 +81,8 @@ class SampleWriter(BasePredictionWriter):
             indices = torch.as_tensor([int(i) for loader in batch_indices for b in loader for i in b], dtype=torch.long)
             if len(indices) != len(samples):
                 raise RuntimeError(f"SampleWriter: {len(samples)} samples but {len(indices)} indices on this rank")
-            samples = _gather_by_index(trainer, samples, indices)
+            # every rank's share, then in index order (Lightning's predict sampler deals the indices round-robin)
+            samples = gather_rows(trainer, samples)[gather_rows(trainer, indices).argsort()]
         if not trainer.is_global_zero:
             return
         self.output_dir.mkdir(parents=True, exist_ok=True)
