@@ -170,9 +170,12 @@ class GAN(L.LightningModule):
         self.g_samples, self.fake_pass = g_samples, fake_pass
         self.g_loss_fn = G_LOSSES[loss]
         self.g_optimizer, self.d_optimizer, self.grad_clip_norm = g_optimizer, d_optimizer, grad_clip_norm
-        # G's output range, to which the uint8 images are scaled (declared by G or read off its last layer);
-        # points (the mode lab's 2-D data) are floats that D sees as they are.
-        self.value_range = output_range(generator) if len(self.image_shape) == 3 else None
+        # G's output range, to which the uint8 images are scaled (declared by G or read off its last layer), unless
+        # G maps pixels itself (from_pixels / to_pixels: the authors' CIFAR-10 G lives in GCN space); points (the
+        # mode lab's 2-D data) are floats that D sees as they are.
+        self.pixel_map = hasattr(generator, "from_pixels") and hasattr(generator, "to_pixels")
+        needs_range = len(self.image_shape) == 3 and not self.pixel_map
+        self.value_range = output_range(generator) if needs_range else None
         check_pair(generator, discriminator, latent_dim, self.image_shape)
         self.G_ema: AveragedModel | None = None  # a submodule: checkpoints save it, a resume restores it
         if ema_decay is not None:
@@ -362,16 +365,37 @@ class GAN(L.LightningModule):
         return self._z_gen.manual_seed(int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") >> 1)
 
     def to_model_range(self, batch: torch.Tensor) -> torch.Tensor:
-        """uint8 images in [0, 255] → floats in G's output range (done per batch, on the device)."""
+        """uint8 images in [0, 255] → floats in G's output range, or G's own ``from_pixels`` (per batch, on the
+        device)."""
         if batch.dtype != torch.uint8:  # points (the mode lab's), or images already scaled
             return batch
+        if self.pixel_map:
+            return self.G.from_pixels(batch)
         lo, hi = self.value_range
         return batch.float().mul_((hi - lo) / 255.0).add_(lo)
 
-    def to_uint8(self, x: torch.Tensor) -> torch.Tensor:
-        """Samples in G's output range → uint8 images in [0, 255] (the inverse of ``to_model_range``)."""
+    def to_unit(self, x: torch.Tensor) -> torch.Tensor:
+        """Samples of G → images as floats in [0, 1]: the inverse of ``to_model_range``'s scaling, or G's own
+        ``to_pixels`` (GCN space cannot be inverted: see ``networks.GCNSpace``)."""
+        if self.pixel_map:
+            return self.G.to_pixels(x)
         lo, hi = self.value_range
-        return ((x.float() - lo) * (255.0 / (hi - lo))).round_().clamp_(0, 255).to(torch.uint8)
+        return ((x.float() - lo) / (hi - lo)).clamp_(0, 1)
+
+    def to_uint8(self, x: torch.Tensor) -> torch.Tensor:
+        """Samples of G → uint8 images in [0, 255] (``to_unit``, rounded)."""
+        return self.to_unit(x).mul_(255.0).round_().to(torch.uint8)
+
+    @torch.no_grad()
+    def as_shown(self, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+        """Real uint8 images as G's samples are shown: unchanged, except for a G in GCN space (``to_pixels`` of
+        ``from_pixels``: mean and contrast normalised away), so that an image metric compares like with like."""
+        if not self.pixel_map:
+            return images
+        return torch.cat(
+            [self.to_uint8(self.G.from_pixels(images[i : i + batch_size].to(self.device))).to(images.device)
+             for i in range(0, len(images), batch_size)]
+        )  # fmt: skip
 
     @property
     def is_image(self) -> bool:
@@ -390,10 +414,7 @@ class GAN(L.LightningModule):
         G.train(was_training)
         if not self.is_image:
             return out.float()
-        if quantize:
-            return self.to_uint8(out)
-        lo, hi = self.value_range
-        return ((out.float() - lo) / (hi - lo)).clamp_(0, 1)
+        return self.to_uint8(out) if quantize else self.to_unit(out)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n fresh samples of G (see ``generate``), z ~ p_z."""

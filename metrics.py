@@ -109,6 +109,12 @@ def select_sigma(
 # --- The evaluation callbacks' skeleton -------------------------------------------------------------------------
 
 
+def _as_shown(pl_module: L.LightningModule, images: torch.Tensor) -> torch.Tensor:
+    """Real images as the model shows its samples (``GAN.as_shown``; unchanged for a module without it)."""
+    shown = getattr(pl_module, "as_shown", None)
+    return shown(images) if shown is not None else images
+
+
 def real_images(trainer: L.Trainer, attribute: str, callback: str) -> torch.Tensor:
     """``trainer.datamodule.<attribute>``: the real uint8 images (N, C, H, W) an image metric compares with."""
     images = getattr(trainer.datamodule, attribute, None)
@@ -712,19 +718,20 @@ class InceptionMetrics(EvaluationCallback):
         super()._run(trainer, pl_module, stage)
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> dict[str, float]:
-        real = real_images(trainer, f"{stage}_images", "InceptionMetrics")
-        stats = self.train_statistics(trainer, pl_module.device) if self.reference == "train" else None
+        real = _as_shown(pl_module, real_images(trainer, f"{stage}_images", "InceptionMetrics"))
+        stats = self.train_statistics(trainer, pl_module) if self.reference == "train" else None
         return self.score(pl_module, stage, real, stats if self.use["fid"] else None)
 
-    def train_statistics(self, trainer: L.Trainer, device: torch.device) -> dict[str, torch.Tensor]:
+    def train_statistics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, torch.Tensor]:
         """The FID statistics of the data module's whole training split, read from the cache or computed (each rank
         a block) and cached (``<stats_dir>/<data set>_train_<N>_<extractor>.pt``)."""
         data = trainer.datamodule
         full = getattr(data, "full_train_split", None)
         if full is None:
             raise RuntimeError("InceptionMetrics(reference='train') needs a data module with full_train_split()")
-        images = full()
+        images = _as_shown(pl_module, full())
         name = "".join(c for c in str(getattr(data, "name", type(data).__name__)) if c.isalnum())
+        name += "-gcn-shown" if getattr(pl_module, "pixel_map", False) else ""
         extractor = "inception-tf" if isinstance(self.extractor, InceptionFeatures) else type(self.extractor).__name__
         folder = Path(self.stats_dir or Path(getattr(data, "data_dir", ".")) / "fid_stats").expanduser()
         path = folder / f"{name}_train_{len(images)}_{extractor}.pt"
@@ -734,6 +741,7 @@ class InceptionMetrics(EvaluationCallback):
         if everywhere:
             return torch.load(path, map_location="cpu", weights_only=True)
         rank_zero_info(f"InceptionMetrics: the FID statistics of the {len(images)} training images (once) → {path}")
+        device = pl_module.device
         stats = feature_statistics(lambda x: self._features(x, device)[0], images, trainer, self.batch_size)
         if trainer.is_global_zero:
             _save_atomically(stats, path)

@@ -483,3 +483,177 @@ def speed_up(networks: Sequence[nn.Module], compile: bool, mode: CompileMode, ch
                     p.data = p.data.contiguous(memory_format=torch.channels_last)
         if compile:
             net.compile(mode=mode)
+
+
+# --- The paper's CIFAR-10 networks (the authors' cifar10_fully_connected.yaml, cifar10_convolutional.yaml) ----------
+
+
+def global_contrast_normalize(images: torch.Tensor, scale: float = 55.0, min_divisor: float = 1e-8) -> torch.Tensor:
+    """pylearn2's ``global_contrast_normalize`` (the authors' CIFAR-10 data, ``gcn: 55.``): each image minus its
+    own mean, then scaled to L2 norm ``scale`` (an image whose norm is below ``min_divisor`` is only centred).
+
+    Args:
+        images: (N, ...) pixels, any range (uint8 included); the result is float32 of the same shape.
+    """
+    x = images.float().flatten(1)
+    x = x - x.mean(dim=1, keepdim=True)
+    norm = x.norm(dim=1, keepdim=True) / scale
+    return (x / torch.where(norm < min_divisor, torch.ones_like(norm), norm)).view(images.shape)
+
+
+class GCNSpace:
+    """A mixin for a G whose samples live in global-contrast-normalised space (the authors' CIFAR-10 G has a linear
+    output there): the GAN feeds D the real images normalised the same way (``from_pixels``) and shows G's samples
+    as pixels with ``to_pixels``, the authors' viewer (pylearn2's CIFAR-10 ``adjust_for_viewer``): each image divided
+    by its largest absolute value, [−1, 1] → [0, 1]. GCN discards every image's mean brightness and contrast, so
+    shown samples are grey-centred and stretched to full contrast: compare them with real images shown the same
+    way (``to_pixels(from_pixels(x))``), not with the raw pixels."""
+
+    gcn_scale: float = 55.0
+
+    def from_pixels(self, images: torch.Tensor) -> torch.Tensor:
+        return global_contrast_normalize(images, self.gcn_scale)
+
+    @staticmethod
+    def to_pixels(samples: torch.Tensor) -> torch.Tensor:
+        flat = samples.float().flatten(1)
+        flat = flat / flat.abs().amax(dim=1, keepdim=True).clamp_min(1e-12)
+        return ((flat + 1) / 2).clamp_(0, 1).view(samples.shape)
+
+
+class PaperCIFAR10Generator(GCNSpace, nn.Module):
+    """The authors' CIFAR-10 G: z(100) → 8000 ReLU → 8000 sigmoid → the image in GCN space, linear output.
+
+    ``output="linear"`` (cifar10_fully_connected.yaml): a linear layer to 3072 (``irange`` 0.05, 0.05, 0.5); about
+    89.4 M parameters. ``output="deconv"`` (cifar10_convolutional.yaml): the 8000 sigmoid units reshaped to
+    80 × 10 × 10, then one 5 × 5 transposed convolution with stride 3 to 3 channels (pylearn2's ``Deconv``:
+    output (10 − 1)·3 + 5 = 32, no padding) and an untied bias (one per output pixel and channel), ``irange``
+    0.05 everywhere. Weights U(−irange, irange), biases zero (pylearn2).
+
+    Args:
+        latent_dim: size of z (100).
+        image_shape: (3, 32, 32) (linked from the data by the CLI).
+        output: ``linear`` or ``deconv`` (see above).
+        hidden_dims: the ReLU layer's and the sigmoid layer's widths (8000, 8000; 80·10·10 for ``deconv``).
+        irange: the hidden layers' irange, and the output layer's.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int = 100,
+        image_shape: Sequence[int] = (3, 32, 32),
+        output: Literal["linear", "deconv"] = "linear",
+        hidden_dims: Sequence[int] = (8000, 8000),
+        irange: Sequence[float] = (0.05, 0.5),
+    ) -> None:
+        super().__init__()
+        self.latent_dim, self.image_shape = latent_dim, positive_ints("image_shape", image_shape)
+        relu_dim, sigmoid_dim = positive_ints("hidden_dims", hidden_dims)[:2]
+        hidden_irange, out_irange = (float(r) for r in irange)
+        self.hidden = nn.Sequential(
+            nn.Linear(latent_dim, relu_dim), nn.ReLU(), nn.Linear(relu_dim, sigmoid_dim), nn.Sigmoid()
+        )
+        init_uniform(self.hidden, hidden_irange)
+        c, h, w = self.image_shape
+        if output == "linear":
+            self.out: nn.Module = nn.Linear(sigmoid_dim, c * h * w)
+        elif output == "deconv":
+            side = (h - 5) // 3 + 1  # (side − 1)·3 + 5 = h
+            channels = sigmoid_dim // (side * side)
+            if h != w or (side - 1) * 3 + 5 != h or channels * side * side != sigmoid_dim:
+                raise ValueError(
+                    f"output deconv needs square images of side 3·(s − 1) + 5 (32: s = 10) and hidden_dims[1] a "
+                    f"multiple of s² ({side}² here), got image_shape {list(self.image_shape)}, hidden_dims "
+                    f"{[relu_dim, sigmoid_dim]}"
+                )
+            self.out = nn.Sequential(
+                nn.Unflatten(1, (channels, side, side)),
+                nn.ConvTranspose2d(channels, c, 5, stride=3, bias=False),
+                UntiedBias((c, h, w)),
+            )
+        else:
+            raise ValueError(f"output must be 'linear' or 'deconv', got {output!r}")
+        init_uniform(self.out, out_irange)
+        self.output = output
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.out(self.hidden(z)).view(z.shape[0], *self.image_shape)
+
+
+class UntiedBias(nn.Module):
+    """A bias per output element (pylearn2's ``tied_b: 0``): (N, *shape) + b, b zero at first."""
+
+    def __init__(self, shape: Sequence[int]) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(*shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.bias
+
+
+class MaxoutConv(nn.Module):
+    """pylearn2's ``MaxoutConvC01B``: a convolution (stride 1, zero padding ``pad``) to ``channels × pieces`` maps,
+    the max over each unit's ``pieces`` maps, then cuda-convnet's max pooling (``pool`` window, ``stride``; its
+    windows run over the border, as ``ceil_mode=True`` does). A bias per map (``tied_b: 1``)."""
+
+    def __init__(self, in_channels: int, channels: int, pieces: int, kernel: int, pad: int, pool: int, stride: int):
+        super().__init__()
+        self.channels, self.pieces = channels, pieces
+        self.conv = nn.Conv2d(in_channels, channels * pieces, kernel, padding=pad)
+        self.pool = nn.MaxPool2d(pool, stride, ceil_mode=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        y = y.view(y.shape[0], self.channels, self.pieces, *y.shape[2:]).amax(dim=2)
+        return self.pool(y)
+
+
+class MaxoutConvDiscriminator(nn.Module):
+    """The authors' convolutional CIFAR-10 D (cifar10_convolutional.yaml): three maxout convolution layers, one
+    maxout layer of 500 units × 5 pieces, one logit; dropout on every layer's input (keep 0.8 on the image, 0.5
+    after; inverted, as ``nn.Dropout``), weights U(−0.005, 0.005), biases zero.
+
+    The default layers: 32 × 2 pieces, kernel 8, pad 4, pool 4 stride 2 (32 → 33 → 16); 32 × 2, kernel 8, pad 3,
+    pool 4/2 (16 → 15 → 7); 192 × 2, kernel 5, pad 3, pool 2/2 (7 → 9 → 5); then 192 · 5 · 5 = 4800 → maxout 500 × 5.
+
+    Args:
+        image_shape: (C, H, W) of the input (linked from the data by the CLI).
+        conv_layers: one ``[channels, pieces, kernel, pad, pool, pool_stride]`` per convolution layer.
+        dense: ``[units, pieces]`` of the maxout layer before the logit.
+        input_dropout: drop probability on the image (1 − 0.8).
+        hidden_dropout: drop probability on the input of every later layer (1 − 0.5).
+        irange: weights from U(−irange, irange), biases zero.
+    """
+
+    def __init__(
+        self,
+        image_shape: Sequence[int] = (3, 32, 32),
+        conv_layers: Sequence[Sequence[int]] = ((32, 2, 8, 4, 4, 2), (32, 2, 8, 3, 4, 2), (192, 2, 5, 3, 2, 2)),
+        dense: Sequence[int] = (500, 5),
+        input_dropout: float = 0.2,
+        hidden_dropout: float = 0.5,
+        irange: float | None = 0.005,
+    ) -> None:
+        super().__init__()
+        self.image_shape = positive_ints("image_shape", image_shape)
+        layers: list[nn.Module] = []
+        channels = self.image_shape[0]
+        for i, spec in enumerate(conv_layers):
+            if len(spec) != 6:
+                raise ValueError(
+                    f"conv_layers[{i}] must be [channels, pieces, kernel, pad, pool, pool_stride], got {spec}"
+                )
+            out, pieces, kernel, pad, pool, stride = (int(v) for v in spec)
+            layers += [nn.Dropout(input_dropout if i == 0 else hidden_dropout)]
+            layers += [MaxoutConv(channels, out, pieces, kernel, pad, pool, stride)]
+            channels = out
+        with torch.no_grad():
+            flat = math.prod(nn.Sequential(*layers).eval()(torch.zeros(1, *self.image_shape)).shape[1:])
+        units, pieces = positive_ints("dense", dense)
+        layers += [nn.Flatten(), nn.Dropout(hidden_dropout), Maxout(flat, units, pieces)]
+        layers += [nn.Dropout(hidden_dropout), nn.Linear(units, 1)]  # a logit: no Sigmoid
+        self.net = nn.Sequential(*layers)
+        init_uniform(self, irange)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)

@@ -108,3 +108,67 @@ def test_output_bias_from_marginals() -> None:
 def test_bad_arguments(make, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make()
+
+
+# --- the authors' CIFAR-10 networks (cifar10_fully_connected.yaml, cifar10_convolutional.yaml) --------------------
+
+
+def _count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_paper_cifar10_networks_have_the_authors_sizes() -> None:
+    g_fc, d_fc = (
+        networks.PaperCIFAR10Generator(output="linear"),
+        networks.MaxoutDiscriminator((3, 32, 32), (1600, 1600)),
+    )
+    # z 100 → 8000 → 8000 → 3072 and 3072 → maxout 1600×5 → maxout 1600×5 → 1, with biases
+    assert _count(g_fc) == 100 * 8000 + 8000 + 8000 * 8000 + 8000 + 8000 * 3072 + 3072 == 89_395_072
+    assert _count(d_fc) == 3072 * 8000 + 8000 + 1600 * 8000 + 8000 + 1600 + 1 == 37_393_601
+    g_conv, d_conv = networks.PaperCIFAR10Generator(output="deconv"), networks.MaxoutConvDiscriminator()
+    deconv = next(m for m in g_conv.modules() if isinstance(m, nn.ConvTranspose2d))
+    assert (deconv.in_channels, deconv.out_channels, deconv.kernel_size, deconv.stride) == (80, 3, (5, 5), (3, 3))
+    bias = next(m for m in g_conv.modules() if isinstance(m, networks.UntiedBias)).bias
+    assert bias.shape == (3, 32, 32) and deconv.bias is None  # untied: one bias per output pixel and channel
+    z = torch.randn(2, 100)
+    assert g_fc(z).shape == g_conv(z).shape == (2, 3, 32, 32)
+    # D's maps: 32 + 2·4 − 8 + 1 = 33 → pool 4/2 (cuda-convnet: over the border) 16 → 15 → 7 → 9 → 5
+    x, sizes = torch.zeros(1, 3, 32, 32), []
+    for layer in d_conv.net:
+        x = layer(x)
+        if isinstance(layer, networks.MaxoutConv):
+            sizes.append(tuple(x.shape[1:]))
+    assert sizes == [(32, 16, 16), (32, 7, 7), (192, 5, 5)]
+    assert d_conv(torch.zeros(3, 3, 32, 32)).shape == (3, 1)
+    # pylearn2's initialisation: U(−irange, irange) weights, zero biases
+    assert g_fc.out.weight.abs().max() <= 0.5 and g_fc.out.weight.abs().max() > 0.45
+    assert g_fc.hidden[0].weight.abs().max() <= 0.05 and not g_fc.hidden[0].bias.any()
+    assert all(m.weight.abs().max() <= 0.005 for m in d_conv.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+
+
+def test_global_contrast_normalisation_is_pylearn2s() -> None:
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    images[0] = 7  # a flat image: its norm is 0, it is only centred (pylearn2's min_divisor)
+    gcn = networks.global_contrast_normalize(images, 55.0)
+    x = images.double().flatten(1).numpy()
+    x = x - x.mean(axis=1, keepdims=True)  # pylearn2: subtract the mean, divide by sqrt(sum x²) / scale
+    norms = (x**2).sum(axis=1, keepdims=True) ** 0.5 / 55.0
+    norms[norms < 1e-8] = 1.0
+    assert torch.allclose(gcn.flatten(1).double(), torch.from_numpy(x / norms), atol=1e-4)
+    assert torch.allclose(gcn[1:].flatten(1).norm(dim=1), torch.full((5,), 55.0), rtol=1e-5)
+    assert not gcn[0].any()
+
+
+def test_a_gan_with_the_paper_cifar10_generator_works_in_gcn_space() -> None:
+    torch.manual_seed(0)
+    g = networks.PaperCIFAR10Generator(8, hidden_dims=(16, 100), output="deconv")
+    model = GAN(g, networks.MaxoutDiscriminator((3, 32, 32), (8, 8), (2, 2)), latent_dim=8, image_shape=(3, 32, 32))
+    assert model.value_range is None and model.pixel_map  # no range to scale to: G maps pixels itself
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    assert torch.equal(model.to_model_range(images), networks.global_contrast_normalize(images))
+    samples = model.generate(model.sample_z(5))  # shown the authors' way: each image stretched to [0, 255]
+    assert samples.dtype == torch.uint8 and samples.shape == (5, 3, 32, 32)
+    flat = samples.flatten(1).int()
+    assert bool(((flat.min(1).values == 0) | (flat.max(1).values == 255)).all())  # full contrast, per image
+    shown = model.as_shown(images)  # real images through the same mapping, for image metrics
+    assert torch.equal(shown, model.to_uint8(networks.global_contrast_normalize(images)))
