@@ -68,3 +68,12 @@ def test_mnist_draws_records_each_draw_and_resumes(mnist_dir: Path, tmp_path: Pa
     assert all(line["dipped"] == (min(line["d_fake"]) < 0.01) for line in lines)
     again = run_script(*args)  # every draw recorded: nothing is trained again
     assert "seed 3:" not in again.stderr and json.loads(again.stdout.strip().splitlines()[-1])["draws"] == 2
+
+
+def test_step_time_script_times_a_config_as_users_run_it() -> None:
+    args = ["benchmarks/step_time.py", "--config", "configs/cifar.yaml", "--steps", "3", "--warmup", "1", "--"]
+    args += ["--model.generator.init_args.hidden_dims", "[16]", "--model.discriminator.init_args.hidden_dims", "[16]"]
+    result = json.loads(run_script(*args).stdout.strip().splitlines()[-1])
+    assert result["timed_steps"] == 3 and result["batch_size"] == 64
+    assert result["sec_per_step"] > 0 and result["cpu_sec_per_step"] > 0 and result["peak_rss_mb"] > 0
+    assert result["params"]["G"] == 128 * 16 + 16 + 16 * 3072 + 3072  # Linear, then the output layer
