@@ -636,6 +636,8 @@ class MaxoutConvDiscriminator(nn.Module):
     ) -> None:
         super().__init__()
         self.image_shape = positive_ints("image_shape", image_shape)
+        if not 0 <= input_dropout < 1:
+            raise ValueError(f"input_dropout is a drop probability in [0, 1), got {input_dropout}")
         layers: list[nn.Module] = []
         channels = self.image_shape[0]
         for i, spec in enumerate(conv_layers):
@@ -647,13 +649,14 @@ class MaxoutConvDiscriminator(nn.Module):
             layers += [nn.Dropout(input_dropout if i == 0 else hidden_dropout)]
             layers += [MaxoutConv(channels, out, pieces, kernel, pad, pool, stride)]
             channels = out
+        self.features = nn.Sequential(*layers)
         with torch.no_grad():
-            flat = math.prod(nn.Sequential(*layers).eval()(torch.zeros(1, *self.image_shape)).shape[1:])
+            maps = tuple(self.features.eval()(torch.zeros(1, *self.image_shape)).shape[1:])
+        self.features.train()
         units, pieces = positive_ints("dense", dense)
-        layers += [nn.Flatten(), nn.Dropout(hidden_dropout), Maxout(flat, units, pieces)]
-        layers += [nn.Dropout(hidden_dropout), nn.Linear(units, 1)]  # a logit: no Sigmoid
-        self.net = nn.Sequential(*layers)
-        init_uniform(self, irange)
+        # The rest is the fully connected maxout D on the maps: dropout, maxout units × pieces, dropout, a logit.
+        self.head = MaxoutDiscriminator(maps, [units], [pieces], hidden_dropout, hidden_dropout, irange)
+        init_uniform(self.features, irange)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.head(self.features(x))

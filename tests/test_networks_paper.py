@@ -134,7 +134,7 @@ def test_paper_cifar10_networks_have_the_authors_sizes() -> None:
     assert g_fc(z).shape == g_conv(z).shape == (2, 3, 32, 32)
     # D's maps: 32 + 2·4 − 8 + 1 = 33 → pool 4/2 (cuda-convnet: over the border) 16 → 15 → 7 → 9 → 5
     x, sizes = torch.zeros(1, 3, 32, 32), []
-    for layer in d_conv.net:
+    for layer in d_conv.features:
         x = layer(x)
         if isinstance(layer, networks.MaxoutConv):
             sizes.append(tuple(x.shape[1:]))
