@@ -392,10 +392,7 @@ def convert_wheel_inception(torchscript: Path, out: Path) -> Path:
             block.bn.running_var.copy_(source[layer + ".var"])
         model.fc.weight.fill_(math.nan)
         model.fc.bias.fill_(math.nan)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
-    torch.save(model.state_dict(), partial)
-    os.replace(partial, out)
+    _save_atomically(model.state_dict(), out)
     return out
 
 
