@@ -128,6 +128,7 @@ class GANCLI(LightningCLI):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})  # a resume rewrites its run's config
         _check_yaml_files(kwargs.get("args"))
         self.checkpoint: dict[str, Any] | None = None  # the content of --ckpt_path, read once
+        self._pack = 1  # --model.pack, read before the classes are built (D's input shape depends on it)
         super().__init__(GAN, L.LightningDataModule, *args, **kwargs)
 
     def _parse_ckpt_path(self) -> None:
@@ -165,14 +166,19 @@ class GANCLI(LightningCLI):
                 },
             }
         )
-        # The data decides the image shape; the model and both networks receive it.
-        for target in (
-            "model.image_shape",
-            "model.generator.init_args.image_shape",
-            "model.discriminator.init_args.image_shape",
-        ):
+        # The data decides the image shape; the model and both networks receive it (D the shape of a pack of
+        # --model.pack images, PacGAN's: m·C channels; read from the parsed config, see before_instantiate_classes).
+        for target in ("model.image_shape", "model.generator.init_args.image_shape"):
             parser.link_arguments("data.image_shape", target, apply_on="instantiate")
+        parser.link_arguments(
+            "data.image_shape", "model.discriminator.init_args.image_shape", self._packed, apply_on="instantiate"
+        )
         parser.link_arguments("model.latent_dim", "model.generator.init_args.latent_dim", apply_on="parse")
+
+    def _packed(self, image_shape: Any) -> tuple[int, ...]:
+        """D's input shape: one image, or a pack of ``--model.pack`` m images concatenated along the first axis."""
+        shape = tuple(int(s) for s in image_shape)
+        return (self._pack * shape[0], *shape[1:])
 
     def instantiate_classes(self) -> None:
         # A bad value that only the constructors can judge (k < 1, a learning rate <= 0, a generator whose
@@ -265,6 +271,7 @@ class GANCLI(LightningCLI):
         if cfg.get("ddp_timeout") is not None and not cfg.ddp_timeout > 0:
             raise ConfigError(f"ddp_timeout must be a number of seconds > 0, got {cfg.ddp_timeout}")
         self._choose_strategy(cfg)
+        self._pack = self._check_pack(cfg)
         self._unfuse_adam_for_clipping_with_fp16(cfg)
         self._resolve_checkpoint(cfg)
 
@@ -281,6 +288,19 @@ class GANCLI(LightningCLI):
                 "trainer.accumulate_grad_batches must be 1: Algorithm 1 updates D on every minibatch (a larger "
                 "--data.batch_size gives the same effect)"
             )
+
+    @staticmethod
+    def _check_pack(cfg: Any) -> int:
+        pack = cfg.model.get("pack", 1)
+        if not isinstance(pack, int) or pack < 1:
+            raise ConfigError(f"model.pack must be an integer >= 1 (1: the paper's D), got {pack!r}")
+        batch_size = getattr(cfg.data.get("init_args"), "batch_size", None) if cfg.get("data") else None
+        if pack > 1 and isinstance(batch_size, int) and batch_size % pack:
+            raise ConfigError(
+                f"model.pack={pack} must divide data.batch_size={batch_size}: D judges the minibatch in packs of "
+                f"{pack} samples"
+            )
+        return pack
 
     @staticmethod
     def _unfuse_adam_for_clipping_with_fp16(cfg: Any) -> None:

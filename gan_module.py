@@ -110,6 +110,11 @@ class GAN(L.LightningModule):
             AdversaryCost2, whose ``y_hat0`` serves both objectives), or ``fresh``: a second pass with new masks.
             None follows ``update``: shared for simultaneous, fresh for alternating (where D has changed in
             between, so no pass can be shared).
+        pack: PacGAN's packing (Lin et al. 2018), not in the paper: D judges m samples at once, all real or all fake,
+            concatenated along their first axis (an image's channels, a point's coordinates), so a minibatch of N
+            gives D N/m inputs, each with one label. It penalises a G whose samples look alike: a pack of
+            near-copies is unlike a pack of data. D must take the packed shape (m·C, H, W); the CLI builds it so.
+            1 (the default): the paper's D, one sample per judgement. m must divide the training batch size.
         loss: G's loss: ``non_saturating`` (maximise log D(G(z)), the paper's advice in Sec. 3) or ``minimax``
             (minimise log(1 − D(G(z))), Eq. 1 as written).
         prior: the noise prior p_z: ``normal`` N(0, I), ``uniform`` U(−1, 1)^latent_dim, or
@@ -141,6 +146,7 @@ class GAN(L.LightningModule):
         update: Update = "alternating",
         g_samples: GSamples | None = None,
         fake_pass: FakePass | None = None,
+        pack: int = 1,
         loss: Loss = "non_saturating",
         prior: Prior = "normal",
         g_optimizer: OptimizerCallable = GANAdam,
@@ -156,6 +162,7 @@ class GAN(L.LightningModule):
     ) -> None:
         super().__init__()
         _check_arguments(k, latent_dim, grid_size, update, g_samples, loss, prior, grad_clip_norm, ema_decay)
+        check_ints("model.", 1, pack=pack)
         g_samples = g_samples or ("fresh" if update == "alternating" else "shared")
         fake_pass = _check_fake_pass(fake_pass, update, g_samples)
         _check_optimizer("g_optimizer", g_optimizer)
@@ -167,7 +174,7 @@ class GAN(L.LightningModule):
         self.G, self.D = generator, discriminator
         self.latent_dim, self.image_shape = latent_dim, tuple(int(s) for s in image_shape)
         self.k, self.update, self.prior = k, update, prior
-        self.g_samples, self.fake_pass = g_samples, fake_pass
+        self.g_samples, self.fake_pass, self.pack = g_samples, fake_pass, pack
         self.g_loss_fn = G_LOSSES[loss]
         self.g_optimizer, self.d_optimizer, self.grad_clip_norm = g_optimizer, d_optimizer, grad_clip_norm
         # G's output range, to which the uint8 images are scaled (declared by G or read off its last layer), unless
@@ -176,7 +183,7 @@ class GAN(L.LightningModule):
         self.pixel_map = hasattr(generator, "from_pixels") and hasattr(generator, "to_pixels")
         needs_range = len(self.image_shape) == 3 and not self.pixel_map
         self.value_range = output_range(generator) if needs_range else None
-        check_pair(generator, discriminator, latent_dim, self.image_shape)
+        check_pair(generator, discriminator, latent_dim, self.image_shape, pack)
         self.G_ema: AveragedModel | None = None  # a submodule: checkpoints save it, a resume restores it
         if ema_decay is not None:
             self.G_ema = AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
@@ -207,7 +214,7 @@ class GAN(L.LightningModule):
             # Algorithm 1, inner loop (one of its k steps): update D by ascending
             # ∇θd 1/m Σ [log D(x(i)) + log(1 − D(G(z(i))))]  (we descend the negation, d_loss).
             with self.toggled_optimizer(opt_d):  # only D's parameters require grad: G(z) builds no graph
-                real_logits, fake_logits = self.D(x), self.D(self.G(z))
+                real_logits, fake_logits = self.judge(x), self.judge(self.G(z))
                 loss_d = d_loss(real_logits, fake_logits)
                 self._backward("loss/d", opt_d, loss_d)
                 self._take_step(opt_d)
@@ -216,7 +223,7 @@ class GAN(L.LightningModule):
                 # ∇θg 1/m Σ log(1 − D(G(z(i))))  (minimax), or ascending log D(G(z(i))) (non_saturating, Sec. 3),
                 # against the D just updated.
                 with self.toggled_optimizer(opt_g):  # only G's parameters require grad: D gets no gradient
-                    loss_g = self.g_loss_fn(self.D(self.G(z if shared else self.sample_z(m, gen))))
+                    loss_g = self.g_loss_fn(self.judge(self.G(z if shared else self.sample_z(m, gen))))
                     self._backward("loss/g", opt_g, loss_g)
                     self._take_step(opt_g)
         else:
@@ -225,9 +232,9 @@ class GAN(L.LightningModule):
             # the one of its outer step, but against the D *before* this step's update.
             fake = self.G(z) if shared else None  # with G's graph: G's loss below goes through these samples
             with self.toggled_optimizer(opt_d):
-                real_logits = self.D(x)
+                real_logits = self.judge(x)
                 before_fakes = _rng_state(self.device)  # the state D's dropout masks on the samples are drawn from
-                fake_logits = self.D(fake.detach() if shared else self.G(z))
+                fake_logits = self.judge(fake.detach() if shared else self.G(z))
                 loss_d = d_loss(real_logits, fake_logits)
                 self._backward("loss/d", opt_d, loss_d)
             with self.toggled_optimizer(opt_g):  # D is frozen: its gradient stays the one of loss_d
@@ -236,7 +243,7 @@ class GAN(L.LightningModule):
                     # from the same RNG state, so with the same dropout masks: the same logits, now with G's graph
                     # (one pass cannot carry both gradients through DDP: each backward must reach one network only).
                     _set_rng_state(self.device, before_fakes)
-                loss_g = self.g_loss_fn(self.D(fake if shared else self.G(self.sample_z(m, gen))))
+                loss_g = self.g_loss_fn(self.judge(fake if shared else self.G(self.sample_z(m, gen))))
                 self._backward("loss/g", opt_g, loss_g)
             # Both steps at the point both gradients were taken. Under 16-mixed both backward passes used the same
             # loss scale: the GradScaler must not change it between the two steps (one update per training step).
@@ -247,6 +254,10 @@ class GAN(L.LightningModule):
         if g_due and self.G_ema is not None:
             self.G_ema.update_parameters(self.G)  # the EMA of G follows every G update
         self._log_step(loss_d, real_logits, fake_logits, loss_g if g_due else None)
+
+    def judge(self, x: torch.Tensor) -> torch.Tensor:
+        """D's logits on a minibatch: one per sample, or with ``pack`` m one per pack of m consecutive samples."""
+        return self.D(pack_samples(x, self.pack)) if self.pack > 1 else self.D(x)
 
     def _backward(self, name: str, opt: Any, loss: torch.Tensor) -> None:
         """Check the loss, then fill the gradients of ``opt``'s network (the only one requiring grad)."""
@@ -424,8 +435,11 @@ class GAN(L.LightningModule):
 
     def _eval_step(self, batch: Any, batch_idx: int, stage: str) -> None:
         x = self._memory_format(self.to_model_range(self._images(batch)))
+        x = x[: x.shape[0] - x.shape[0] % self.pack]  # whole packs (a last, smaller batch may not divide)
+        if x.shape[0] == 0:
+            return
         fake = self.G(self.sample_z(x.shape[0], self._noise_generator(stage, batch_idx)))
-        real_logits, fake_logits = self.D(x), self.D(fake)
+        real_logits, fake_logits = self.judge(x), self.judge(fake)
         stats = {
             f"{stage}/loss_d": d_loss(real_logits, fake_logits),
             f"{stage}/d_real": torch.sigmoid(real_logits.float()).mean(),
@@ -479,6 +493,15 @@ class GAN(L.LightningModule):
     def _memory_format(self, x: torch.Tensor) -> torch.Tensor:
         """A batch of images in channels-last order when ``channels_last`` is on (4-D tensors only)."""
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+
+
+def pack_samples(x: torch.Tensor, m: int) -> torch.Tensor:
+    """PacGAN's packing: N samples (N, C, ...) → N/m packs (N/m, m·C, ...), samples i·m .. i·m + m − 1 in pack i,
+    concatenated along the first axis after the batch (an image's channels, a point's coordinates)."""
+    n = x.shape[0]
+    if n % m:
+        raise ValueError(f"model.pack={m} packs {m} samples into each input of D, but a minibatch has {n} samples")
+    return x.reshape(n // m, m * x.shape[1], *x.shape[2:])
 
 
 # --- Helpers of the module above --------------------------------------------------------------------------------

@@ -445,15 +445,16 @@ CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotun
 
 
 @torch.no_grad()
-def check_pair(G: nn.Module, D: nn.Module, latent_dim: int, image_shape: tuple[int, ...]) -> None:
+def check_pair(G: nn.Module, D: nn.Module, latent_dim: int, image_shape: tuple[int, ...], pack: int = 1) -> None:
     """Refuse a G that does not map z (N, latent_dim) to images (N, *image_shape) or a D that does not return one
-    logit per image, with a message that says which; both run once in eval mode on two samples."""
+    logit per image (per pack of ``pack`` images, see ``gan_module.pack_samples``), with a message that says
+    which; both run once in eval mode on two samples (two packs)."""
     modes = G.training, D.training
     G.eval(), D.eval()
     try:
-        x = G(torch.zeros(2, latent_dim))
+        x = G(torch.zeros(2 * pack, latent_dim))
     except Exception as err:
-        raise ValueError(f"model.generator fails on z of shape (2, {latent_dim}): {err}") from err
+        raise ValueError(f"model.generator fails on z of shape ({2 * pack}, {latent_dim}): {err}") from err
     finally:
         G.train(modes[0])
     if tuple(x.shape[1:]) != tuple(image_shape):
@@ -461,8 +462,18 @@ def check_pair(G: nn.Module, D: nn.Module, latent_dim: int, image_shape: tuple[i
             f"model.generator makes images of shape {tuple(x.shape[1:])}, but the data's images have shape "
             f"{tuple(image_shape)}: choose a generator for this image shape"
         )
-    y = D(x)
-    D.train(modes[1])
+    x = x.reshape(2, pack * x.shape[1], *x.shape[2:])  # two packs (pack 1: the two images as they are)
+    try:
+        y = D(x)
+    except Exception as err:
+        if pack == 1:
+            raise
+        raise ValueError(
+            f"model.discriminator fails on packs of {pack} samples, shape {tuple(x.shape[1:])}: with "
+            f"model.pack={pack} D must be built for that shape (the CLI builds it so): {err}"
+        ) from err
+    finally:
+        D.train(modes[1])
     if tuple(y.shape) not in ((2,), (2, 1)):
         raise ValueError(f"model.discriminator must return one logit per image, got shape {tuple(y.shape)}")
 

@@ -136,6 +136,8 @@ def test_two_processes_keep_equal_weights_and_draw_different_noise(cifar_dir, tm
         (["--ddp_timeout", "0"], "ddp_timeout must be a number of seconds > 0, got 0.0"),
         (["--stop.grace_s", "-1"], "stop.grace_s must be > 0, got -1.0"),
         (["--model.fake_pass", "shared"], "model.fake_pass shared (G's objective from D's own pass on the samples)"),
+        (["--model.pack", "3"], "model.pack=3 must divide data.batch_size=64"),
+        (["--model.pack", "0"], "model.pack must be an integer >= 1 (1: the paper's D), got 0"),
     ],
 )
 def test_bad_input_is_refused_before_training(cifar_dir, tmp_path, capsys, extra, message):

@@ -486,3 +486,38 @@ def test_uniform_unit_variance_prior_is_the_authors_noise(tiny_gan):
     z = tiny_gan(prior="uniform_unit_variance", latent_dim=100).sample_z(20000, torch.Generator().manual_seed(0))
     assert z.abs().max() <= 3**0.5 and z.abs().max() > 1.7  # U(−√3, √3)
     assert z.var().item() == pytest.approx(1.0, abs=0.01) and z.mean().item() == pytest.approx(0.0, abs=0.01)
+
+
+# --- PacGAN's packing (--model.pack) ---------------------------------------------------------------------------
+
+
+def test_pack_samples_puts_consecutive_samples_side_by_side():
+    from gan_module import pack_samples
+
+    points = torch.arange(12.0).reshape(6, 2)  # six 2-D points
+    assert torch.equal(pack_samples(points, 3), torch.tensor([[0.0, 1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11]]))
+    images = torch.randn(4, 3, 2, 2)
+    packed = pack_samples(images, 2)
+    assert packed.shape == (2, 6, 2, 2)
+    assert torch.equal(packed[1, :3], images[2]) and torch.equal(packed[1, 3:], images[3])  # channels: image by image
+    assert torch.equal(pack_samples(images, 1), images)
+    with pytest.raises(ValueError, match="model.pack=2 packs 2 samples into each input of D, but a minibatch has 5"):
+        pack_samples(torch.zeros(5, 2), 2)
+
+
+@pytest.mark.parametrize("update", ["alternating", "simultaneous"])
+def test_packed_d_judges_each_pack_once_with_one_label(update, cpu_trainer, image_loader, tiny_gan):
+    d = MLPDiscriminator((2, *SHAPE[1:]), hidden_dims=(16,))  # built for packs of 2 images of 1 channel
+    model = tiny_gan(cls=FakeLogitsRecording, discriminator=d, update=update, pack=2, seed=0)
+    cpu_trainer(max_epochs=1, limit_train_batches=2).fit(model, image_loader(batch_size=8, shuffle=False))
+    assert len(model.inputs) == 6 and all(x.shape == (4, 2, 4, 4) for x in model.inputs)  # 8 images → 4 packs
+    # D's loss is the paper's, over packs: a pack of real images labelled 1, a pack of samples 0.
+    real = model.to_model_range(next(iter(image_loader(batch_size=8, shuffle=False))))
+    assert torch.equal(model.inputs[0], real.reshape(4, 2, 4, 4))
+
+
+def test_pack_needs_a_d_for_the_packed_shape(tiny_gan):
+    with pytest.raises(ValueError, match=r"model.pack=2 D must be built for that shape"):
+        tiny_gan(pack=2)  # D built for one image of 1 channel
+    with pytest.raises(ValueError, match="model.pack must be an integer >= 1"):
+        tiny_gan(pack=0)

@@ -59,6 +59,7 @@ CONFIGS = {
                            "--data.batch_size", "8", "--data.val_size", "40"],
     "ring8": ["--data.num_train", "1024", "--data.batch_size", "64"],
     "grid25": ["--data.num_train", "1024", "--data.batch_size", "64"],
+    "grid25+pack": ["--data.num_train", "1024", "--data.batch_size", "64", "--model.pack", "4"],  # PacGAN's D
 }  # fmt: skip
 
 # What a validation logs, besides D's statistics, and the figures it writes into the run folder.
@@ -71,6 +72,7 @@ EVALUATION = {
     "ring8": (["modes/captured", "modes/high_quality", "modes/reverse_kl"], ["modes/samples.png"]),
     "grid25": (["modes/captured", "modes/high_quality", "modes/reverse_kl"], ["modes/samples.png"]),
 }
+EVALUATION["grid25+pack"] = EVALUATION["grid25"]
 EPOCHS = 2
 TIMEOUT = 240  # seconds per run: two processes start in ~15 s here; a hang fails the test after this
 
@@ -81,11 +83,16 @@ def data(tmp_path_factory) -> dict[str, Path]:
     write_mnist(mnist, n_train=40 + 160, n_test=32)
     write_cifar10(cifar, n_train=160, n_test=40)
     return {"cifar": cifar, "cifar_conv": cifar, "paper_cifar10_fc": cifar, "paper_cifar10_conv": cifar,
-            "mnist": mnist, "ring8": None, "grid25": None}  # fmt: skip
+            "mnist": mnist, "ring8": None, "grid25": None, "grid25+pack": None}  # fmt: skip
+
+
+def config_file(config: str) -> str:
+    """The file a CONFIGS entry runs (``grid25+pack``: configs/grid25.yaml with options)."""
+    return config.split("+")[0]
 
 
 def args(config: str, data: dict, logs: Path, devices: int, *extra: str) -> list[str]:
-    out = ["--config", f"configs/{config}.yaml", *CONFIGS[config], "--trainer.accelerator", "cpu"]
+    out = ["--config", f"configs/{config_file(config)}.yaml", *CONFIGS[config], "--trainer.accelerator", "cpu"]
     out += ["--trainer.devices", str(devices), "--trainer.logger.init_args.save_dir", str(logs)]
     out += ["--trainer.enable_progress_bar", "false"]
     return out + (["--data.data_dir", str(data[config])] if data[config] else []) + list(extra)
@@ -110,7 +117,7 @@ def test_every_stage_of_every_config_on_two_processes(config, data, tmp_path):
         timeout=TIMEOUT,
     )  # fmt: skip
     assert fit.returncode == 0, fit.stderr[-3000:]
-    run = logs / config / "version_0"
+    run = logs / config_file(config) / "version_0"
     logged = scalars(run)
     # What the one-process run logs: D's statistics, the epoch means, d/won_epochs, the config's metrics.
     for tag in ["val/d_real", "val/d_fake", "loss/d_epoch", "d/fake_epoch", "d/won_epochs", *tags]:
@@ -119,6 +126,9 @@ def test_every_stage_of_every_config_on_two_processes(config, data, tmp_path):
         assert (run / figure).is_file(), figure
     checkpoints = {p.name for p in (run / "checkpoints").iterdir()}
     assert "last.ckpt" in checkpoints and f"epoch={EPOCHS - 1}-step={2 * 3 * EPOCHS}.ckpt" in checkpoints
+    if config == "grid25+pack":  # D was built for packs of 4 points: 8 inputs
+        state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+        assert state["D.net.1.linear.weight"].shape == (1000, 8)
     if config == "mnist":  # ModelCheckpoint(monitor=parzen/ll) found its metric on every rank, EarlyStopping too
         assert any(name.startswith("best-epoch=") for name in checkpoints), checkpoints
 
@@ -136,7 +146,7 @@ def test_every_stage_of_every_config_on_two_processes(config, data, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     with np.load(out / "samples.npz") as npz:
         samples = npz["images"] if "images" in npz else npz["samples"]
-    expected = 2500 if config in ("ring8", "grid25") else 64  # data.num_predict's defaults
+    expected = 2500 if config_file(config) in ("ring8", "grid25") else 64  # data.num_predict's defaults
     assert len(samples) == expected and len(np.unique(samples.reshape(expected, -1), axis=0)) == expected
 
 
