@@ -9,7 +9,9 @@ Prints a Markdown table and one JSON line.
     python benchmarks/mode_seeds.py --config configs/ring8.yaml --seeds 10 --threads 1 --jobs 2
     python benchmarks/mode_seeds.py --config configs/grid25.yaml --seeds 10 --threads 2 --jobs 1
 
-Arguments after ``--`` go to cli.py unchanged (e.g. ``-- --trainer.max_epochs 5``).
+Arguments after ``--`` go to cli.py unchanged (e.g. ``-- --trainer.max_epochs 5``). With ``--save_dir`` the study
+resumes: run the same command again and seeds already done are read back, a stopped seed goes on from its last.ckpt
+(seconds then count the last part only).
 """
 
 from __future__ import annotations
@@ -31,11 +33,20 @@ METRICS = ("modes/captured", "modes/high_quality", "modes/reverse_kl")
 
 
 def run_seed(config: str, seed: int, save_dir: Path, last: int, extra: list[str]) -> dict[str, float]:
-    run, seconds = fit(config, seed, save_dir, f"seed{seed}", ["--data.init_args.seed", str(seed), *extra])
+    """One seed's run and figures. Resumable: a seed whose figures are in ``save_dir/seed<S>/result.json`` is not
+    run again; a run that was stopped goes on from its last.ckpt (``--ckpt_path last``, exact)."""
+    done = save_dir / f"seed{seed}" / "result.json"
+    if done.is_file():
+        result = json.loads(done.read_text())
+        print(f"seed {seed} (done before): {json.dumps(result)}", file=sys.stderr, flush=True)
+        return result
+    resume = ["--ckpt_path", "last"] if any((save_dir / f"seed{seed}").glob("version_*/checkpoints/last.ckpt")) else []
+    run, seconds = fit(config, seed, save_dir, f"seed{seed}", ["--data.init_args.seed", str(seed), *extra, *resume])
     logged = scalars(run, METRICS)
     result: dict[str, float] = {tag: values[-1][1] for tag, values in logged.items()}
     tail = [value for _, value in logged["modes/high_quality"][-last:]]
-    result.update(swing_min=min(tail), swing_max=max(tail), seconds=seconds)
+    result.update(swing_min=min(tail), swing_max=max(tail), seconds=seconds, resumed=bool(resume))
+    done.write_text(json.dumps(result))
     print(f"seed {seed}: {json.dumps(result)}", file=sys.stderr, flush=True)
     return result
 

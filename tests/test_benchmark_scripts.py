@@ -77,3 +77,49 @@ def test_step_time_script_times_a_config_as_users_run_it() -> None:
     assert result["timed_steps"] == 3 and result["batch_size"] == 64
     assert result["sec_per_step"] > 0 and result["cpu_sec_per_step"] > 0 and result["peak_rss_mb"] > 0
     assert result["params"]["G"] == 128 * 16 + 16 + 16 * 3072 + 3072  # Linear, then the output layer
+
+
+def test_mode_seeds_records_each_seed_and_resumes_a_stopped_one(tmp_path: Path) -> None:
+    def study(epochs: int) -> tuple[dict, str]:
+        args = ["benchmarks/mode_seeds.py", "--config", "configs/grid25.yaml", "--first_seed", "7", "--seeds", "2"]
+        args += ["--save_dir", str(tmp_path), "--last", "2", "--", "--trainer.max_epochs", str(epochs)]
+        args += ["--data.num_train", "512", "--data.batch_size", "64", "--model.pack", "2"]
+        proc = run_script(*args)
+        return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+    first, _ = study(1)
+    assert [row["seed"] for row in first["per_seed"]] == [7, 8]
+    assert all(0 <= row["modes/captured"] <= 25 for row in first["per_seed"])
+    again, log = study(1)  # both seeds recorded: read back, nothing trained
+    assert "seed 7 (done before)" in log and again["per_seed"] == first["per_seed"]
+    # Seed 8 as if it had been stopped after its first epoch: its figures forgotten, its last.ckpt kept. Asked for
+    # two epochs, it goes on from that checkpoint in the same run folder.
+    (tmp_path / "seed8" / "result.json").unlink()
+    longer, _ = study(2)
+    seed8 = longer["per_seed"][1]
+    assert seed8["resumed"] and not longer["per_seed"][0].get("resumed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (run,) = (tmp_path / "seed8").glob("version_*")
+    events = EventAccumulator(str(run))
+    events.Reload()
+    assert len(events.Scalars("modes/captured")) == 2  # epoch 0 before the stop, epoch 1 after it
+    assert events.Scalars("modes/captured")[-1].value == seed8["modes/captured"]
+
+
+def test_lost_mode_script_reads_every_epochs_checkpoint(tmp_path: Path) -> None:
+    fit = [sys.executable, "cli.py", "fit", "--config", "configs/grid25.yaml", "--trainer.max_epochs", "2"]
+    fit += ["--data.num_train", "512", "--data.batch_size", "64", "--checkpoint.every_n_epochs", "1"]
+    fit += ["--checkpoint.save_top_k", "-1", "--trainer.logger.init_args.save_dir", str(tmp_path)]
+    done = subprocess.run(fit, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figure = tmp_path / "lost.png"
+    proc = run_script("benchmarks/lost_mode.py", str(tmp_path / "grid25" / "version_0"), "--figure", str(figure))
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [row["epoch"] for row in rows] == [0, 1]
+    lost = rows[-1]["lost"]  # the modes the final G leaves with fewer than 10 high-quality samples
+    assert rows[-1]["in_lost"] < 10 * len(lost) and rows[-1]["captured"] <= 25
+    assert all(row["lost"] == lost and len(row["on_the_way"]) == 5 for row in rows)
+    if lost:
+        assert all(0 <= row["d_lost"] <= 1 and 0 <= row["d_held"] <= 1 for row in rows)
+    assert figure.stat().st_size > 10_000
