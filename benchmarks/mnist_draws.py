@@ -1,7 +1,9 @@
 """Does every draw of the MNIST recipe train? Each draw (a seed) is ``configs/mnist.yaml`` for ``--epochs`` epochs
 without validation; per draw it records the mean D(G(z)) of every epoch (``d/fake_epoch``), whether it **dipped**
 (an epoch below ``--dip``, 0.01) and whether it **died** (the config's EarlyStopping ended it: 3 epochs in a row
-with mean D(G(z)) < 1e-3, ``d/won_epochs``).
+with mean D(G(z)) < 1e-3, ``d/won_epochs``), and the **variety** of the final G's samples (and its EMA's:
+``benchmarks.runs.variety``, ``metrics.SampleVariety``'s figure); a draw whose G is below ``--collapsed_below`` (0.7)
+**collapsed**, whatever D's output says.
 
 Resumable: every finished draw is one JSON line in ``SAVE_DIR/draws.jsonl``; a second call skips the draws found
 there. Prints a Markdown table of every draw found and one JSON summary line.
@@ -18,13 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.runs import fit, machine, scalars  # noqa: E402
+from benchmarks.runs import fit, machine, scalars, variety  # noqa: E402
 
 
 def seed_list(text: str) -> list[int]:
@@ -49,6 +53,26 @@ def run_draw(seed: int, args: argparse.Namespace) -> dict:
     }  # fmt: skip
 
 
+def final_variety(save_dir: Path, seed: int, real: Any) -> dict[str, float]:
+    """``variety`` of the draw's final G itself and of its EMA (from its newest last.ckpt; NaN when there is none)."""
+    from gan_module import GAN
+
+    found = sorted((save_dir / f"seed{seed}").glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        return {"variety": math.nan, "variety_ema": math.nan}
+    model = GAN.load_from_checkpoint(found[-1], map_location="cpu")
+    ema = variety(model, real, ema=True) if model.G_ema is not None else math.nan
+    return {"variety": round(variety(model, real), 4), "variety_ema": round(ema, 4)}
+
+
+def training_images(data_dir: str) -> Any:
+    from datamodule import MNISTDataModule
+
+    data = MNISTDataModule(data_dir, download=False)
+    data.setup("fit")
+    return data.train_images
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="configs/mnist.yaml")
@@ -56,7 +80,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=seed_list, default=seed_list("100-119"), help="e.g. 100-119 or 1,5,9")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--dip", type=float, default=0.01, help="an epoch with mean D(G(z)) below this is a dip")
+    parser.add_argument(
+        "--collapsed_below", type=float, default=0.7, help="a draw whose final G's variety is below this collapsed"
+    )
     parser.add_argument("--save_dir", required=True, help="the runs' logs and draws.jsonl (kept: resumable)")
+    parser.add_argument("--report", action="store_true", help="only print what draws.jsonl holds, train nothing")
     parser.add_argument("extra", nargs="*", help="after --: extra cli.py arguments")
     args = parser.parse_args()
     if args.epochs < 1:
@@ -68,24 +96,31 @@ def main() -> None:
         if record.exists()
         else {}
     )
-    start = time.perf_counter()
+    start, real = time.perf_counter(), training_images(args.data_dir)
     for seed in args.seeds:
-        if seed in done:
+        if seed in done or args.report:
             continue
-        result = run_draw(seed, args)
+        result = {**run_draw(seed, args), **final_variety(Path(args.save_dir), seed, real)}
         done[seed] = result
         with open(record, "a") as f:
             f.write(json.dumps(result) + "\n")
         print(f"seed {seed}: {json.dumps(result)}", file=sys.stderr, flush=True)
     rows = [done[s] for s in args.seeds if s in done]
-    print("| seed | epochs | min mean D(G(z)) (epoch) | last | dipped | died |\n|---|---|---|---|---|---|")
+    for r in rows:  # draws recorded before the variety was: from their checkpoints now
+        if "variety" not in r:
+            r.update(final_variety(Path(args.save_dir), r["seed"], real))
+        r["collapsed"] = not r["variety"] >= args.collapsed_below
+    print("| seed | epochs | min mean D(G(z)) (epoch) | last | dipped | died | variety: G, EMA | collapsed |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         low = min(range(len(r["d_fake"])), key=r["d_fake"].__getitem__)
         print(f"| {r['seed']} | {r['epochs']} | {r['d_fake'][low]:.4f} ({low}) | {r['d_fake'][-1]:.3f} | "
-              f"{'yes' if r['dipped'] else 'no'} | {'yes' if r['died'] else 'no'} |")  # fmt: skip
+              f"{'yes' if r['dipped'] else 'no'} | {'yes' if r['died'] else 'no'} | {r['variety']:.2f}, "
+              f"{r['variety_ema']:.2f} | {'yes' if r['collapsed'] else 'no'} |")  # fmt: skip
     summary = {
         "config": args.config, "extra": args.extra, "epochs": args.epochs, "draws": len(rows),
         "dipped": sum(r["dipped"] for r in rows), "died": sum(r["died"] for r in rows),
+        "collapsed": sum(r["collapsed"] for r in rows), "collapsed_below": args.collapsed_below,
         "seconds_this_call": round(time.perf_counter() - start), "machine": machine(),
     }  # fmt: skip
     print(json.dumps(summary))

@@ -60,13 +60,16 @@ def mean_se(values: list[float]) -> tuple[float, float]:
     return mean, se
 
 
-def variety(model: Any, real: Any, n: int = 1000) -> float:
-    """Mean pairwise distance of n samples of the trained G (not its EMA, which lags it early in training) over
-    that of n real uint8 images, pixels in [0, 1]: ~1 for varied digits, ~0 for one repeated image."""
+def variety(model: Any, real: Any, n: int = 1000, ema: bool = False) -> float:
+    """Mean pairwise distance of n samples of the trained G (``ema=True``: its EMA, which lags it early in training)
+    over that of n real uint8 images, pixels in [0, 1]: ~1 for varied digits, ~0 for one repeated image
+    (``metrics.SampleVariety``'s figure, from a checkpoint)."""
     import torch
 
-    samples = model.generate(model.sample_z(n, torch.Generator().manual_seed(0)), ema=False).float().flatten(1) / 255
-    return (torch.pdist(samples).mean() / torch.pdist(real[:n].float().flatten(1) / 255).mean()).item()
+    from metrics import mean_pairwise_distance
+
+    samples = model.generate(model.sample_z(n, torch.Generator().manual_seed(0)), quantize=False, ema=ema)
+    return mean_pairwise_distance(samples) / mean_pairwise_distance(real[:n].float() / 255)
 
 
 def machine() -> str:

@@ -414,3 +414,63 @@ def test_every_n_epochs_scores_every_nth_validation_of_fit(metric_gan, cpu_train
     trainer.fit(metric_gan(out="tanh"), datamodule=TinyImagesWithTrain())
     assert scored[0] is None and scored[1] is not None  # epoch 0 not scored, epoch 1 scored
     assert torch.equal(scored[2], scored[1]) and not torch.equal(scored[3], scored[2])  # epoch 2 kept 1's, 3 new
+
+
+# --- SampleVariety --------------------------------------------------------------------------------------------
+
+
+def test_mean_pairwise_distance_by_hand():
+    images = torch.tensor([[0.0, 0.0], [3.0, 4.0], [0.0, 4.0]]).reshape(3, 1, 1, 2)  # distances 5, 4, 3
+    assert metrics.mean_pairwise_distance(images) == pytest.approx(4.0)
+    assert metrics.mean_pairwise_distance(torch.ones(5, 1, 2, 2)) == 0.0
+
+
+class OneImageG(nn.Module):
+    """A G that maps every z to the same image (a trainable one): the extreme of mode collapse."""
+
+    value_range = (0.0, 1.0)
+
+    def __init__(self, latent_dim: int = 8, image_shape=(1, 28, 28)):
+        super().__init__()
+        self.image = nn.Parameter(torch.rand(1, *image_shape))
+
+    def forward(self, z):
+        return self.image.expand(z.shape[0], *self.image.shape[1:]) + 0 * z.sum(1).view(-1, 1, 1, 1)
+
+
+def _mnist(mnist_dir):
+    from datamodule import MNISTDataModule
+
+    return MNISTDataModule(str(mnist_dir), batch_size=50, download=False, val_size=0)
+
+
+def test_sample_variety_is_the_samples_spread_over_the_datas(mnist_dir, tiny_gan, cpu_trainer):
+    model = tiny_gan(shape=(1, 28, 28), seed=0, ema_decay=0.9)
+    variety = metrics.SampleVariety(num_samples=40, seed=3)
+    trainer = cpu_trainer(max_epochs=1, limit_train_batches=2, callbacks=[variety])
+    data = _mnist(mnist_dir)
+    trainer.fit(model, datamodule=data)
+    z = model.sample_z(40, torch.Generator().manual_seed(3))
+    real = metrics.mean_pairwise_distance(data.train_images[:40].float() / 255)
+    for tag, ema in (("samples/variety", False), ("samples_ema/variety", True)):
+        expected = metrics.mean_pairwise_distance(model.generate(z, quantize=False, ema=ema)) / real
+        assert trainer.callback_metrics[tag].item() == pytest.approx(expected, rel=1e-6)
+        assert 0 < expected  # a G of random weights does not map every z to one image
+
+
+def test_early_stopping_on_sample_variety_ends_a_collapsed_run(mnist_dir, tiny_gan, cpu_trainer):
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    model = tiny_gan(shape=(1, 28, 28), generator=OneImageG())
+    stop = EarlyStopping(
+        monitor="samples/variety", mode="max", divergence_threshold=0.5, patience=1000, check_on_train_epoch_end=True
+    )
+    trainer = cpu_trainer(max_epochs=5, limit_train_batches=2, callbacks=[stop, metrics.SampleVariety(num_samples=20)])
+    trainer.fit(model, datamodule=_mnist(mnist_dir))
+    assert trainer.callback_metrics["samples/variety"].item() == 0.0
+    assert trainer.current_epoch == 1 and trainer.should_stop  # after its first epoch, not its fifth
+
+
+def test_sample_variety_refuses_too_few_samples():
+    with pytest.raises(ValueError, match="SampleVariety.num_samples"):
+        metrics.SampleVariety(num_samples=1)

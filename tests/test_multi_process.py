@@ -129,6 +129,8 @@ def test_every_stage_of_every_config_on_two_processes(config, data, tmp_path):
     if config == "grid25+pack":  # D was built for packs of 4 points: 8 inputs
         state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
         assert state["D.net.1.linear.weight"].shape == (1000, 8)
+    if config == "mnist":  # SampleVariety after every training epoch
+        assert len(logged.get("samples/variety", [])) == len(logged.get("samples_ema/variety", [])) == EPOCHS
     if config == "mnist":  # ModelCheckpoint(monitor=parzen/ll) found its metric on every rank, EarlyStopping too
         assert any(name.startswith("best-epoch=") for name in checkpoints), checkpoints
 
