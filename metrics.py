@@ -227,9 +227,10 @@ class SampleVariety(L.Callback):
     the data; towards 0 as G maps every z to (nearly) one image. ``d/won_epochs`` only sees D rejecting (nearly)
     everything: on real MNIST a draw of the authors' recipe (seed 102) ended with every sample the same stroke while
     its mean D(G(z)) never fell below 0.0076, so the count stayed 0; its variety was 0.45, the other draws' 0.93 and
-    above (docs/mnist.md). Early in training, before G has found the digits, the figure is low too (blurred
-    averages look alike). Not a quality measure: noise images vary a lot. An ``EarlyStopping(monitor="samples/variety", mode="max", divergence_threshold=...,
-    check_on_train_epoch_end=True)`` ends a run that has collapsed.
+    above (docs/mnist.md). Early in training, before G has found the digits, the figure is low too (0.10 after the
+    first epoch of a draw that then trained: its blurred shapes look alike). Not a quality measure: noise images
+    vary a lot. An ``EarlyStopping(monitor="samples/variety", mode="max", divergence_threshold=...,
+    check_on_train_epoch_end=True)`` ends a run that has collapsed, once past such early epochs.
 
     Every rank computes the same figure (the same weights and z: no collective beyond the log's); runs with the
     global RNG forked.

@@ -68,7 +68,7 @@ def final_variety(save_dir: Path, seed: int, real: Any) -> dict[str, float]:
 def training_images(data_dir: str) -> Any:
     from datamodule import MNISTDataModule
 
-    data = MNISTDataModule(data_dir, download=False)
+    data = MNISTDataModule(data_dir, download=False, val_size=0)  # the first images: the same with any val_size
     data.setup("fit")
     return data.train_images
 

@@ -66,6 +66,8 @@ def test_mnist_draws_records_each_draw_and_resumes(mnist_dir: Path, tmp_path: Pa
     assert [line["seed"] for line in lines] == [3, 4]
     assert all(len(line["d_fake"]) == line["epochs"] <= 2 for line in lines)
     assert all(line["dipped"] == (min(line["d_fake"]) < 0.01) for line in lines)
+    assert all(0 <= line["variety"] < 5 and 0 <= line["variety_ema"] < 5 for line in lines)  # from each last.ckpt
+    assert first["collapsed"] == sum(line["variety"] < 0.7 for line in lines)
     again = run_script(*args)  # every draw recorded: nothing is trained again
     assert "seed 3:" not in again.stderr and json.loads(again.stdout.strip().splitlines()[-1])["draws"] == 2
 
