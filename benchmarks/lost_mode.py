@@ -124,7 +124,7 @@ def figure(models: list[tuple[int, GAN, torch.Tensor]], centers: torch.Tensor, l
         ax.set(title=f"epoch {epoch}", aspect="equal")
     fig.colorbar(image, ax=fig.axes, shrink=0.8, label="D(x)")
     fig.suptitle("D's output (red: real) and G's samples (black); lost modes circled")
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=80)
 
 
 def main() -> None:
