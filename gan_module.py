@@ -33,7 +33,7 @@ from torchmetrics import MeanMetric
 
 from checkpoints import restore_rng_states, rng_states
 from checks import check_ints
-from networks import CompileMode, check_pair, output_range, speed_up
+from networks import CompileMode, check_pair, output_range, pack_samples, speed_up
 
 Loss = Literal["non_saturating", "minimax"]
 Prior = Literal["normal", "uniform", "uniform_unit_variance"]
@@ -493,15 +493,6 @@ class GAN(L.LightningModule):
     def _memory_format(self, x: torch.Tensor) -> torch.Tensor:
         """A batch of images in channels-last order when ``channels_last`` is on (4-D tensors only)."""
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
-
-
-def pack_samples(x: torch.Tensor, m: int) -> torch.Tensor:
-    """PacGAN's packing: N samples (N, C, ...) → N/m packs (N/m, m·C, ...), samples i·m .. i·m + m − 1 in pack i,
-    concatenated along the first axis after the batch (an image's channels, a point's coordinates)."""
-    n = x.shape[0]
-    if n % m:
-        raise ValueError(f"model.pack={m} packs {m} samples into each input of D, but a minibatch has {n} samples")
-    return x.reshape(n // m, m * x.shape[1], *x.shape[2:])
 
 
 # --- Helpers of the module above --------------------------------------------------------------------------------

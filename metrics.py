@@ -243,7 +243,10 @@ class SampleVariety(L.Callback):
     def __init__(self, num_samples: int = 500, seed: int = 0) -> None:
         check_int("SampleVariety.num_samples", num_samples, 2)
         self.num_samples, self.seed = num_samples, seed
-        self._real: float | None = None  # the training images' mean pairwise distance, computed once
+        self._real: float | None = None  # the training images' mean pairwise distance, once per fit
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._real = None  # another fit may bring other data
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._real is None:

@@ -444,10 +444,19 @@ class DCGANDiscriminator(nn.Module):
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 
+def pack_samples(x: torch.Tensor, m: int) -> torch.Tensor:
+    """PacGAN's packing (``model.pack``): N samples (N, C, ...) → N/m packs (N/m, m·C, ...), samples i·m .. i·m + m − 1
+    in pack i, concatenated along the first axis after the batch (an image's channels, a point's coordinates)."""
+    n = x.shape[0]
+    if n % m:
+        raise ValueError(f"model.pack={m} packs {m} samples into each input of D, but a minibatch has {n} samples")
+    return x.reshape(n // m, m * x.shape[1], *x.shape[2:])
+
+
 @torch.no_grad()
 def check_pair(G: nn.Module, D: nn.Module, latent_dim: int, image_shape: tuple[int, ...], pack: int = 1) -> None:
     """Refuse a G that does not map z (N, latent_dim) to images (N, *image_shape) or a D that does not return one
-    logit per image (per pack of ``pack`` images, see ``gan_module.pack_samples``), with a message that says
+    logit per image (per pack of ``pack`` images, see ``pack_samples``), with a message that says
     which; both run once in eval mode on two samples (two packs)."""
     modes = G.training, D.training
     G.eval(), D.eval()
@@ -462,7 +471,7 @@ def check_pair(G: nn.Module, D: nn.Module, latent_dim: int, image_shape: tuple[i
             f"model.generator makes images of shape {tuple(x.shape[1:])}, but the data's images have shape "
             f"{tuple(image_shape)}: choose a generator for this image shape"
         )
-    x = x.reshape(2, pack * x.shape[1], *x.shape[2:])  # two packs (pack 1: the two images as they are)
+    x = pack_samples(x, pack)  # two packs (pack 1: the two images as they are)
     try:
         y = D(x)
     except Exception as err:

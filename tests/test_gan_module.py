@@ -492,7 +492,7 @@ def test_uniform_unit_variance_prior_is_the_authors_noise(tiny_gan):
 
 
 def test_pack_samples_puts_consecutive_samples_side_by_side():
-    from gan_module import pack_samples
+    from networks import pack_samples
 
     points = torch.arange(12.0).reshape(6, 2)  # six 2-D points
     assert torch.equal(pack_samples(points, 3), torch.tensor([[0.0, 1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11]]))
