@@ -125,3 +125,23 @@ def test_lost_mode_script_reads_every_epochs_checkpoint(tmp_path: Path) -> None:
     if lost:
         assert all(0 <= row["d_lost"] <= 1 and 0 <= row["d_held"] <= 1 for row in rows)
     assert figure.stat().st_size > 10_000
+
+
+def test_packed_d_script_trains_the_configs_d_on_packs_and_reports_when_it_separates() -> None:
+    proc = run_script(
+        "benchmarks/packed_d.py", "--config", "configs/grid25.yaml", "--packs", "1", "2", "--blur", "4.0",
+        "--steps", "300", "--every", "100", "--batch", "64", "--margin", "0.05",
+    )  # fmt: skip
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [row["pack"] for row in rows] == [1, 2] and all(row["lr"] == 4e-4 for row in rows)  # the config's rate
+    for row in rows:
+        assert len(row["windows"]) == 3
+        real, fake = row["windows"][-1]
+        assert 0 < fake < real < 1 and real - fake > 0.05  # a broad blur is easy: D learns it, packed or not
+        first = next(i for i, (r, f) in enumerate(row["windows"]) if r - f >= 0.05)
+        assert row["separates_at"] == (first + 1) * 100
+    bad = subprocess.run(
+        [sys.executable, "benchmarks/packed_d.py", "--packs", "3", "--batch", "64"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--packs must be >= 1 and divide --batch 64" in bad.stderr
