@@ -43,9 +43,10 @@ def config_d(config: Path) -> tuple[dict, str, dict]:
         raise SystemExit(f"--config {config}: model.discriminator must be mode_lab.ToyDiscriminator")
     d_args = dict(model["discriminator"].get("init_args", {}))
     mixture = cfg["data"].get("init_args", {}).get("mixture", "ring")
-    if not model.get("d_optimizer", {}).get("class_path", "gan_module.GANAdam").endswith("GANAdam"):
+    d_optimizer = model.get("d_optimizer", {})
+    if not d_optimizer.get("class_path", "gan_module.GANAdam").endswith("GANAdam"):
         raise SystemExit(f"--config {config}: model.d_optimizer must be gan_module.GANAdam")
-    return d_args, mixture, dict(model.get("d_optimizer", {}).get("init_args", {}))
+    return d_args, mixture, dict(d_optimizer.get("init_args", {}))
 
 
 def train_d(
