@@ -6,7 +6,7 @@
 #    the plain loop and the torchvision-DataLoader loop, with peak GPU memory; alone on the GPU;
 # 2. the 16-bit paths (benchmarks/precision.py): 400 steps of configs/cifar.yaml and configs/cifar_conv.yaml at
 #    32-true, 16-mixed (cifar.yaml also with grad_clip_norm) and bf16-mixed, beside 3.;
-# 3. configs/mnist.yaml (the paper's MNIST recipe) for as many epochs as the budget leaves (--trainer.max_time;
+# 3. configs/mnist.yaml (the paper's MNIST recipe, G's rate doubled) for as many epochs as the budget leaves (--trainer.max_time;
 #    the config's own length is 300 epochs), then `test` of its best (else last) checkpoint: Table 1's Parzen
 #    figure on the test images.
 # Writes machine.txt, speed_cuda.json, speed_ways.log, precision.json, precision_samples.png, mnist_fit.log,

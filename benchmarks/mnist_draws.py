@@ -1,8 +1,9 @@
-"""Does every draw of the MNIST recipe train? Each draw (a seed) is ``configs/mnist.yaml`` for ``--epochs`` epochs
-without validation; per draw it records the mean D(G(z)) of every epoch (``d/fake_epoch``), whether it **dipped**
-(an epoch below ``--dip``, 0.01) and whether it **died** (the config's EarlyStopping ended it: 3 epochs in a row
-with mean D(G(z)) < 1e-3, ``d/won_epochs``), and the **variety** of the final G's samples (and its EMA's:
-``benchmarks.runs.variety``, ``metrics.SampleVariety``'s figure); a draw whose G is below ``--collapsed_below`` (0.7)
+"""Does every draw of the MNIST recipe train? Each draw (a seed) is ``--config`` (``configs/mnist.yaml``; the
+authors' recipe as they ran it: ``configs/mnist_authors.yaml``) for ``--epochs`` epochs without validation; per draw
+it records the mean D(G(z)) of every epoch (``d/fake_epoch``), whether it **dipped** (an epoch below ``--dip``,
+0.01) and whether it **died** (the config's EarlyStopping ended it: 3 epochs in a row with mean D(G(z)) < 1e-3,
+``d/won_epochs``), and the **variety** of the final G's samples (and its EMA's: ``benchmarks.runs.variety``,
+``metrics.SampleVariety``'s figure); a draw whose G is below ``--collapsed_below`` (0.7)
 **collapsed**, whatever D's output says.
 
 Resumable: every finished draw is one JSON line in ``SAVE_DIR/draws.jsonl``; a second call skips the draws found
@@ -13,7 +14,7 @@ there. Prints a Markdown table of every draw found and one JSON summary line.
 
 The seed sets ``seed_everything``: G's and D's initial weights, the noise, the dropout masks and the batch order
 (on the CPU, ``--data.on_device true`` cuts the same seeded order). Arguments after ``--`` go to cli.py (e.g.
-``-- --model.g_optimizer.init_args.lr 0.2`` to try a change).
+``-- --model.prior normal`` to try a change).
 """
 
 from __future__ import annotations

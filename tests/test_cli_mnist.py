@@ -66,7 +66,7 @@ def test_fashion_mnist_switch_keeps_the_recipe(
     assert config["data"]["class_path"] == "datamodule.FashionMNISTDataModule"
     assert config["data"]["init_args"]["data_dir"] == str(tmp_path)
     assert config["data"]["init_args"]["val_size"] == 10000 and config["data"]["init_args"]["batch_size"] == 100
-    assert config["model"]["g_optimizer"]["init_args"] == {**config["model"]["g_optimizer"]["init_args"], "lr": 0.1}
+    assert config["model"]["g_optimizer"]["init_args"] == {**config["model"]["g_optimizer"]["init_args"], "lr": 0.2}
     assert [c["class_path"] for c in config["trainer"]["callbacks"]][:4] == [
         "callbacks.MomentumRamp",
         "callbacks.ExponentialDecay",
@@ -96,3 +96,24 @@ def test_configs_build_their_networks_for_the_data(
     assert images.shape == (3, *shape) and images.dtype == torch.uint8
     with torch.no_grad():
         assert model.D(model.to_model_range(images)).shape == (3, 1)
+
+
+def test_default_mnist_config_is_the_authors_recipe_but_for_g_learning_rate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """configs/mnist.yaml is configs/mnist_authors.yaml with G's rate doubled: every other resolved setting is equal."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "argv", ["cli.py"])
+    resolved = {}
+    for name in ("mnist", "mnist_authors"):
+        with pytest.raises(SystemExit):
+            cli.main(["fit", "--config", f"configs/{name}.yaml", "--data.data_dir", str(tmp_path), "--print_config"])
+        resolved[name] = yaml.safe_load(capsys.readouterr().out)
+    ours, theirs = resolved["mnist"], resolved["mnist_authors"]
+    assert ours["model"]["g_optimizer"]["init_args"]["lr"] == 0.2
+    assert theirs["model"]["g_optimizer"]["init_args"]["lr"] == 0.1  # their mnist.yaml's learning_rate
+    assert theirs["trainer"]["logger"]["init_args"]["name"] == "mnist_authors"  # runs of the two kept apart
+    for config in (ours, theirs):
+        config["model"]["g_optimizer"]["init_args"].pop("lr")
+        config["trainer"]["logger"]["init_args"].pop("name")
+    assert ours == theirs
