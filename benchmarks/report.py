@@ -2,11 +2,13 @@
 
     python benchmarks/report.py lightning_logs/mnist/version_0 [--out DIR]
     python benchmarks/report.py RUN [RUN ...] --tag modes/high_quality --out seeds.png [--label-from 2]
+    python benchmarks/report.py RUN_A RUN_B --tag parzen/ll parzen_ema/ll --names "lr 0.2" "lr 0.1" --out both.png
 
 The first form reads the run's TensorBoard event files and writes ``losses.png``, ``d_outputs.png`` and, where
 the run logged ``parzen/ll``, ``parzen.png`` (with ``parzen_ema/ll`` when an EMA of G was scored) into ``--out``
-(default: the run folder). The second plots ``--tag`` against the epoch for every run given, one line each,
-labelled by the run's path (its last ``--label-from`` parts). Prints the paths written.
+(default: the run folder). The second plots each ``--tag`` against the epoch for every run given, one line per run
+and tag, labelled by ``--names`` (one per run) or the run's path (its last ``--label-from`` parts), followed by the
+tag when there are several. Prints the paths written.
 """
 
 from __future__ import annotations
@@ -57,15 +59,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", type=Path, nargs="+", help="run folders: lightning_logs/<name>/version_N")
     parser.add_argument("--out", type=Path, default=None, help="where the PNGs go (default: the run folder)")
-    parser.add_argument("--tag", default=None, help="plot this tag for every run into the file --out")
+    parser.add_argument("--tag", nargs="+", default=None, help="plot these tags for every run into the file --out")
+    parser.add_argument("--names", nargs="+", default=None, help="with --tag: one label per run, in order")
     parser.add_argument("--label-from", type=int, default=2, help="path parts of a run that label its line")
     args = parser.parse_args()
     if args.tag:
         if args.out is None:
             parser.error("--tag needs --out FILE.png")
-        series = {"/".join(run.parts[-args.label_from :]): by_epoch(curves(run), args.tag) for run in args.runs}
-        print(plot(args.out, series, "epochs trained", args.tag))
+        if args.names is not None and len(args.names) != len(args.runs):
+            parser.error(f"--names needs one label per run: {len(args.runs)} runs, {len(args.names)} names")
+        names = args.names or ["/".join(run.parts[-args.label_from :]) for run in args.runs]
+        series = {}
+        for name, run in zip(names, args.runs, strict=True):
+            logged = curves(run)
+            for tag in args.tag:
+                if tag not in logged:
+                    parser.error(f"--tag {tag}: not logged in {run} (it has: {', '.join(sorted(logged))})")
+                series[name if len(args.tag) == 1 else f"{name}: {tag}"] = by_epoch(logged, tag)
+        print(plot(args.out, series, "epochs trained", ", ".join(args.tag)))
         return
+    if args.names is not None:
+        parser.error("--names goes with --tag")
     if len(args.runs) != 1:
         parser.error("one run, or several with --tag")
     out = args.out or args.runs[0]

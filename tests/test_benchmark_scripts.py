@@ -145,3 +145,44 @@ def test_packed_d_script_trains_the_configs_d_on_packs_and_reports_when_it_separ
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert bad.returncode == 2 and "--packs must be >= 1 and divide --batch 64" in bad.stderr
+
+
+def _logged_run(folder: Path, offset: float) -> Path:
+    """A run's event files as Lightning writes them: ``epoch`` at the step of each epoch metric, validated every
+    2 epochs, in two files as a resumed run leaves them (the second repeats the last step of the first)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    for epochs in (range(0, 4), range(3, 6)):
+        writer = SummaryWriter(str(folder))
+        for epoch in epochs:
+            step = 10 * (epoch + 1) - 1
+            writer.add_scalar("epoch", epoch, step)
+            if epoch % 2 == 1:
+                writer.add_scalar("parzen/ll", offset + epoch, step)
+                writer.add_scalar("parzen_ema/ll", offset + 100 + epoch, step)
+        writer.close()
+    return folder
+
+
+def test_report_script_plots_several_tags_of_several_runs_by_epoch(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from report import by_epoch, curves
+
+    a, b = _logged_run(tmp_path / "a", 0.0), _logged_run(tmp_path / "b", 50.0)
+    assert by_epoch(curves(b), "parzen/ll") == [(2, 51.0), (4, 53.0), (6, 55.0)]  # epochs trained, once each
+    out = tmp_path / "both.png"
+    proc = run_script(
+        "benchmarks/report.py", str(a), str(b), "--tag", "parzen/ll", "parzen_ema/ll", "--names", "A", "B",
+        "--out", str(out),
+    )  # fmt: skip
+    assert proc.stdout.strip() == str(out) and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for extra, message in (
+        (["--tag", "parzen/ll", "--names", "A"], "--names needs one label per run: 2 runs, 1 names"),
+        (["--tag", "modes/captured"], "--tag modes/captured: not logged in"),
+    ):
+        bad = subprocess.run(
+            [sys.executable, "benchmarks/report.py", str(a), str(b), *extra, "--out", str(tmp_path / "x.png")],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+    assert not (tmp_path / "x.png").exists()
