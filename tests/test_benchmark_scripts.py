@@ -186,3 +186,31 @@ def test_report_script_plots_several_tags_of_several_runs_by_epoch(tmp_path: Pat
         )  # fmt: skip
         assert bad.returncode == 2 and message in bad.stderr, bad.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+def test_parzen_sigmas_script_reproduces_the_logged_figure_and_scores_every_sigma(
+    mnist_dir: Path, tmp_path: Path
+) -> None:
+    fit = [sys.executable, "cli.py", "fit", "--config", "configs/mnist.yaml", "--data.data_dir", str(mnist_dir)]
+    fit += ["--data.val_size", "100", "--trainer.max_steps", "4", "--trainer.check_val_every_n_epoch", "1"]
+    fit += ["--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(tmp_path)]
+    done = subprocess.run(fit, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    last = tmp_path / "mnist" / "version_0" / "checkpoints" / "last.ckpt"
+    import torch
+
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    (history,) = [v["history"] for k, v in state["callbacks"].items() if k.startswith("ParzenWindow")]
+    proc = run_script("benchmarks/parzen_sigmas.py", str(last), "--data_dir", str(mnist_dir), "--val_size", "100")
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [row["model"] for row in rows] == ["G", "EMA"] and all(row["epoch"] == state["epoch"] for row in rows)
+    for row, logged in zip(rows, ("parzen/ll", "parzen_ema/ll"), strict=True):
+        assert row["chosen_sigma"] == round(history[-1][logged.replace("/ll", "/sigma")], 4)
+        assert abs(row["chosen_ll"] - history[-1][logged]) < 0.01  # the figure the run logged at this checkpoint
+        assert len(row["ll"]) == 10 and row["ll"][f"{row['chosen_sigma']:.4f}"] == row["chosen_ll"]
+        assert len(set(row["ll"].values())) == 10  # a figure per σ, not one repeated
+    bad = subprocess.run(
+        [sys.executable, "benchmarks/parzen_sigmas.py", str(tmp_path / "none.ckpt"), "--data_dir", str(mnist_dir)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "no such checkpoint: " in bad.stderr
