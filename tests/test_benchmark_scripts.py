@@ -1,5 +1,6 @@
-"""The benchmark scripts that CI does not otherwise run (their figures come from a GPU): each way they measure
-still runs, on this CPU, at a tiny size. Figures are not checked, only that every way produced them."""
+"""The benchmark and report scripts that CI does not otherwise run (their figures come from a GPU or from long
+runs): each way they measure still runs, on this CPU, at a tiny size. Their figures are not checked against
+targets, only that every way produced them, and, where a script recomputes what a run logged, that the two agree."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -197,8 +200,6 @@ def test_parzen_sigmas_script_reproduces_the_logged_figure_and_scores_every_sigm
     done = subprocess.run(fit, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     last = tmp_path / "mnist" / "version_0" / "checkpoints" / "last.ckpt"
-    import torch
-
     state = torch.load(last, map_location="cpu", weights_only=False)
     (history,) = [v["history"] for k, v in state["callbacks"].items() if k.startswith("ParzenWindow")]
     proc = run_script("benchmarks/parzen_sigmas.py", str(last), "--data_dir", str(mnist_dir), "--val_size", "100")
