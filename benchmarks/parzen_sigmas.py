@@ -2,15 +2,15 @@
 
     python benchmarks/parzen_sigmas.py CKPT [CKPT ...] --data_dir DIR [--data fashion_mnist] [--val_size 10000]
 
-The callback ``metrics.ParzenWindow`` (Table 1's protocol) picks σ from the grid by the first ``--num_val`` validation
-images and reports the log-likelihood of all of them at that σ; the grid is coarse (10 values log-spaced over 0.1–1,
-the authors'), so a checkpoint's figure can step by a few nats when the choice flips. This script scores each
-checkpoint's G as the callback does (its ``--num_samples`` samples from the fixed ``--seed``, the validation split of
-the data: train[-val_size:]) and prints, per checkpoint and model, one JSON line: the checkpoint's epoch (counted
-from 0, as in its file name), the σ the callback would choose,
-the figure it would log (``chosen_ll``, the same as the run's ``parzen/ll`` at that checkpoint) and the figure at
-every σ over all the validation images (``ll``). The defaults are ParzenWindow's. Written here because the figure
-at σ values the protocol did not choose is what no library reports.
+The callback ``metrics.ParzenWindow`` (Table 1's protocol) picks σ from the grid by the first ``--num_val``
+validation images and reports the log-likelihood of all of them at that σ; the grid is coarse (10 values log-spaced
+over 0.1–1, the authors'), so a checkpoint's figure can step by a few nats when the choice flips. This script scores
+each checkpoint's G as the callback does (its ``--num_samples`` samples from the fixed ``--seed``, the validation
+split of the data: train[-val_size:]) and prints, per checkpoint and model, one JSON line: the checkpoint's epoch
+(counted from 0, as in its file name), the σ the callback would choose, the figure it would log (``chosen_ll``, the
+same as the run's ``parzen/ll`` at that checkpoint) and the figure at every σ over all the validation images
+(``ll``). The defaults are ParzenWindow's. Written here because the figure at σ values the protocol did not choose
+is what no library reports.
 """
 
 from __future__ import annotations
