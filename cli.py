@@ -368,7 +368,7 @@ class GANCLI(LightningCLI):
 def main(args: list[str] | None = None) -> GANCLI:
     """Run the CLI; errors the user can fix end the run with one line, not a traceback."""
     try:
-        return GANCLI(args=args)
+        cli = GANCLI(args=args)
     except (ConfigError, DataError, FloatingPointError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -376,6 +376,21 @@ def main(args: list[str] | None = None) -> GANCLI:
         if err.every_rank or rank_zero_only.rank == 0:
             print(f"error: {err}", file=sys.stderr)
         raise SystemExit(err.exit_code) from None
+    _end_process_group()
+    return cli
+
+
+def _end_process_group() -> None:
+    """Close this process's part of the process group once its run has ended well (every rank gets here).
+
+    Lightning closes only NCCL groups at exit. A gloo group (DDP on the CPU) left to the interpreter's teardown can
+    abort the process after all its work is done: SIGABRT, "terminate called without an active exception" (its
+    worker threads outlive Python; pytorch/pytorch#190489). It did once in CI, a two-process ``predict`` that had
+    written its samples. PyTorch asks every process to call ``destroy_process_group`` at the end (its
+    "Shutdown" docs). Not after a failure: a rank may then still wait in a collective.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
