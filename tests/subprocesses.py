@@ -16,12 +16,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """``python cli.py *args`` in the repository root; its output captured. Fails the calling test if the run has
-    not ended within ``timeout`` seconds (after killing every process of it)."""
+def run_cli(
+    *args: str, timeout: float = 300, env: dict[str, str] | None = None, script: str = "cli.py"
+) -> subprocess.CompletedProcess:
+    """``python cli.py *args`` (or another ``script`` that runs the CLI) in the repository root; its output captured.
+    Fails the calling test if the run has not ended within ``timeout`` seconds (after killing every process of it)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     proc = subprocess.Popen(
-        [sys.executable, "cli.py", *args], cwd=ROOT, env=env, text=True,
+        [sys.executable, script, *args], cwd=ROOT, env=env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )  # fmt: skip
     try:
@@ -30,6 +32,6 @@ def run_cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None)
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
         raise AssertionError(
-            f"cli.py {' '.join(args)} did not end within {timeout:g} s (killed); last output:\n{err[-3000:]}"
+            f"{script} {' '.join(args)} did not end within {timeout:g} s (killed); last output:\n{err[-3000:]}"
         ) from None
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)

@@ -209,10 +209,8 @@ def test_every_rank_closes_its_process_group_when_the_run_ends(data, tmp_path):
         "rank = os.environ.get('LOCAL_RANK', '0')\n"
         f"open(os.path.join({str(tmp_path)!r}, f'rank{{rank}}.txt'), 'w').write(str(dist.is_initialized()))\n"
     )
-    cmd = [sys.executable, str(script), "validate", *args("grid25", data, tmp_path / "logs", 2)]
-    cmd += ["--trainer.limit_val_batches", "1"]
-    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                          timeout=TIMEOUT)  # fmt: skip
+    proc = run_cli("validate", *args("grid25", data, tmp_path / "logs", 2, "--trainer.limit_val_batches", "1"),
+                   timeout=TIMEOUT, script=str(script))  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "modes/captured" in proc.stdout  # the validation ran and printed its results
     assert {f.name: f.read_text() for f in tmp_path.glob("rank*.txt")} == {"rank0.txt": "False", "rank1.txt": "False"}
