@@ -191,6 +191,45 @@ def test_report_script_plots_several_tags_of_several_runs_by_epoch(tmp_path: Pat
     assert not (tmp_path / "x.png").exists()
 
 
+def test_compare_runs_script_finds_the_one_value_that_differs_and_reads_a_resumed_run_by_its_last_values(
+    tmp_path: Path,
+) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    def run(name: str, *pieces: list[tuple[str, float, int]]) -> Path:
+        for piece in pieces:  # one events file per piece, as a run resumed from last.ckpt leaves them
+            writer = SummaryWriter(str(tmp_path / name))
+            for tag, value, step in piece:
+                writer.add_scalar(tag, value, step)
+            writer.close()
+        return tmp_path / name
+
+    loss = [("loss/d", 1.0 + step / 8, step) for step in range(8)]
+    whole = [*loss, ("modes/captured", 8.0, 7)]
+    stale = [("loss/d", 99.0, step) for step in (4, 5)]  # logged before the stop, logged again after the resume
+    changed = [(tag, value + (1e-6 if step == 6 else 0.0), step) for tag, value, step in whole]
+
+    def compare(a: Path, b: Path) -> tuple[int, dict]:
+        proc = subprocess.run([sys.executable, "benchmarks/compare_runs.py", str(a), str(b)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        return proc.returncode, json.loads(proc.stdout)
+
+    a = run("a", whole)
+    rc, same = compare(a, run("b", whole))
+    assert rc == 0 and same["same"] and same["values_compared"] == 9 and same["different"] == 0
+    rc, resumed = compare(a, run("resumed", loss[:4] + stale, loss[4:] + whole[8:]))
+    assert rc == 0 and resumed["same"] and resumed["values_compared"] == 9
+    rc, off = compare(a, run("changed", changed))
+    assert rc == 1 and not off["same"] and off["different"] == 1 and off["first_different"][:2] == ["loss/d", 6]
+    rc, short = compare(a, run("short", whole[:-1]))
+    assert rc == 1 and short["tags_in_one_run_only"] == ["modes/captured"] and short["different"] == 0
+    rc, fewer = compare(a, run("fewer", whole[:7] + whole[8:]))
+    assert rc == 1 and fewer["steps_in_one_run_only"] == 1 and fewer["different"] == 0
+    bad = subprocess.run([sys.executable, "benchmarks/compare_runs.py", str(a), str(tmp_path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode == 2 and "no TensorBoard event files" in bad.stderr
+
+
 def test_parzen_sigmas_script_reproduces_the_logged_figure_and_scores_every_sigma(
     mnist_dir: Path, tmp_path: Path
 ) -> None:
