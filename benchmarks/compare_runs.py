@@ -23,7 +23,7 @@ from report import curves  # noqa: E402
 
 def compare(run_a: Path, run_b: Path) -> dict:
     a, b = ({tag: dict(points) for tag, points in curves(run).items()} for run in (run_a, run_b))
-    tags = sorted(set(a) & set(b))
+    tags, tags_one_run_only = sorted(set(a) & set(b)), sorted(set(a) ^ set(b))
     compared, differ, one_run_only = 0, [], []
     for tag in tags:
         for step in sorted(set(a[tag]) | set(b[tag])):
@@ -38,9 +38,9 @@ def compare(run_a: Path, run_b: Path) -> dict:
         "values_compared": compared,
         "different": len(differ),
         "first_different": differ[0] if differ else None,
-        "tags_in_one_run_only": sorted(set(a) ^ set(b)),
+        "tags_in_one_run_only": tags_one_run_only,
         "steps_in_one_run_only": len(one_run_only),
-        "same": compared > 0 and not differ and not one_run_only and set(a) == set(b),
+        "same": compared > 0 and not differ and not one_run_only and not tags_one_run_only,
     }
 
 
