@@ -150,6 +150,29 @@ def restore_rng_states(module: Any, states: dict[str, torch.Tensor]) -> None:
 # --- Stopping on a signal --------------------------------------------------------------------------------------
 
 
+def mark_mid_epoch(checkpoint: dict[str, Any]) -> bool:
+    """Mend the fit loop's epoch count of a checkpoint written after a batch inside an epoch that a run resumed from
+    an epoch-end checkpoint went on to; returns whether it mended anything.
+
+    Lightning 2.x (``_FitLoop.on_advance_start``) does not count that next epoch as ready and started, so its
+    checkpoints carry ready = started = processed = completed, as if written after the epoch had ended; resumed
+    from one, Lightning begins the epoch again at batch_idx 0 while the stateful loader skips the batches done (an
+    epoch too long under ``limit_train_batches``, the schedule a batch off without). A straight run writes ready and
+    started one ahead; this writes them so, and Lightning then resumes mid-epoch. Called before the loops load.
+    """
+    loop = checkpoint.get("loops", {}).get("fit_loop", {})
+    epochs, batches = loop.get("epoch_progress"), loop.get("epoch_loop.batch_progress")
+    if not epochs or not batches:
+        return False
+    total, current = epochs["total"], batches["current"]
+    after_a_batch = current["processed"] > 0 and current["completed"] == current["processed"] - 1
+    if not after_a_batch or len({total["ready"], total["started"], total["processed"], total["completed"]}) != 1:
+        return False
+    for counts in (epochs["total"], epochs["current"]):
+        counts["ready"] = counts["started"] = counts["completed"] + 1
+    return True
+
+
 def where(trainer: Any) -> str:
     """Where a run is, in words: the entry point, the stage, the epoch and the step (for messages)."""
     fn = getattr(trainer.state.fn, "value", trainer.state.fn) or "setup"

@@ -31,7 +31,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric
 
-from checkpoints import restore_rng_states, rng_states
+from checkpoints import mark_mid_epoch, restore_rng_states, rng_states
 from checks import check_ints
 from networks import CompileMode, check_pair, output_range, pack_samples, speed_up
 
@@ -478,6 +478,7 @@ class GAN(L.LightningModule):
         checkpoint["gan"] = {**state, "rng": rng_states(self)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        mark_mid_epoch(checkpoint)  # before Lightning loads its loops from it
         state = checkpoint.get("gan", {})
         self.d_updates, self.d_won_epochs = int(state.get("d_updates", 0)), int(state.get("d_won_epochs", 0))
         self.noise_seed = state.get("noise_seed", self.noise_seed)
