@@ -147,12 +147,9 @@ def restore_rng_states(module: Any, states: dict[str, torch.Tensor]) -> None:
             torch.cuda.set_rng_state(state.cpu(), module.device)
 
 
-# --- Stopping on a signal --------------------------------------------------------------------------------------
-
-
-def mark_mid_epoch(checkpoint: dict[str, Any]) -> bool:
+def mark_mid_epoch(checkpoint: dict[str, Any]) -> None:
     """Mend the fit loop's epoch count of a checkpoint written after a batch inside an epoch that a run resumed from
-    an epoch-end checkpoint went on to; returns whether it mended anything.
+    an epoch-end checkpoint went on to.
 
     Lightning 2.x (``_FitLoop.on_advance_start``) does not count that next epoch as ready and started, so its
     checkpoints carry ready = started = processed = completed, as if written after the epoch had ended; resumed
@@ -163,14 +160,15 @@ def mark_mid_epoch(checkpoint: dict[str, Any]) -> bool:
     loop = checkpoint.get("loops", {}).get("fit_loop", {})
     epochs, batches = loop.get("epoch_progress"), loop.get("epoch_loop.batch_progress")
     if not epochs or not batches:
-        return False
-    total, current = epochs["total"], batches["current"]
-    after_a_batch = current["processed"] > 0 and current["completed"] == current["processed"] - 1
-    if not after_a_batch or len({total["ready"], total["started"], total["processed"], total["completed"]}) != 1:
-        return False
-    for counts in (epochs["total"], epochs["current"]):
-        counts["ready"] = counts["started"] = counts["completed"] + 1
-    return True
+        return
+    done, epoch = batches["current"], epochs["total"]
+    after_a_batch = done["processed"] > 0 and done["completed"] == done["processed"] - 1
+    if after_a_batch and len({epoch["ready"], epoch["started"], epoch["processed"], epoch["completed"]}) == 1:
+        for counts in (epochs["total"], epochs["current"]):
+            counts["ready"] = counts["started"] = counts["completed"] + 1
+
+
+# --- Stopping on a signal --------------------------------------------------------------------------------------
 
 
 def where(trainer: Any) -> str:
