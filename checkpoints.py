@@ -153,9 +153,9 @@ def mark_mid_epoch(checkpoint: dict[str, Any]) -> None:
 
     Lightning 2.x (``_FitLoop.on_advance_start``) does not count that next epoch as ready and started, so its
     checkpoints carry ready = started = processed = completed, as if written after the epoch had ended; resumed
-    from one, Lightning begins the epoch again at batch_idx 0 while the stateful loader skips the batches done (an
-    epoch too long under ``limit_train_batches``, the schedule a batch off without). A straight run writes ready and
-    started one ahead; this writes them so, and Lightning then resumes mid-epoch. Called before the loops load.
+    from one, Lightning begins the epoch again at batch_idx 0 while the stateful loader skips the batches done, and
+    batches are trained twice. A straight run writes ready and started one ahead; this writes them so, and
+    Lightning then resumes mid-epoch. Called before the loops load.
     """
     loop = checkpoint.get("loops", {}).get("fit_loop", {})
     epochs, batches = loop.get("epoch_progress"), loop.get("epoch_loop.batch_progress")

@@ -180,8 +180,8 @@ def test_a_checkpoint_after_every_epoch_whatever_the_validation_interval(data_di
 
 def test_resumed_twice_from_an_epoch_end_then_mid_epoch_is_bitwise_the_straight_run(data_dirs, tmp_path):
     # Lightning 2.x does not count the epoch after an epoch-end resume as started, so a checkpoint written inside
-    # it looked like an epoch-end one: resumed, the epoch began again at batch_idx 0 while the loader skipped the
-    # batches done (one batch too many with limit_train_batches, the schedule a batch off without).
+    # it read as an epoch-end one, and the second resume trained batches again (here 48 steps for 40, before
+    # checkpoints.mark_mid_epoch).
     config, data = "configs/mnist.yaml", data_dirs["configs/mnist.yaml"]
     straight, pieces = tmp_path / "straight", tmp_path / "pieces"
     fit(config, data, straight, 1, False, "--trainer.max_epochs", "2")
