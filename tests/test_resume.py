@@ -87,6 +87,12 @@ def assert_bitwise_equal(a, b, where: str = "") -> None:
         assert a == b, f"{where}: {a!r} != {b!r}"
 
 
+def assert_same_training_state(a: dict, b: dict) -> None:
+    """Two checkpoints hold bitwise the same weights, optimizer states and GAN state (D updates, noise seed, RNGs)."""
+    for key in ("state_dict", "optimizer_states", "gan"):
+        assert_bitwise_equal(a[key], b[key], key)
+
+
 CASES = [
     ("configs/mnist.yaml", 1, False),
     ("configs/mnist.yaml", 1, True),
@@ -111,9 +117,7 @@ def test_resumed_run_is_bitwise_the_straight_run(data_dirs, tmp_path, config, de
 
     a, b = last_checkpoint(straight), last_checkpoint(pieces)
     assert a["gan"]["d_updates"] == 2 * BATCHES and a["global_step"] == b["global_step"] == 4 * BATCHES
-    assert_bitwise_equal(a["state_dict"], b["state_dict"], "state_dict")
-    assert_bitwise_equal(a["optimizer_states"], b["optimizer_states"], "optimizer_states")
-    assert_bitwise_equal(a["gan"], b["gan"], "gan")
+    assert_same_training_state(a, b)
     # The schedules' states (ExponentialDecay's step count, ...) must match too. Not compared: ModelCheckpoint's
     # (file names) and EarlyStopping's: these checkpoints are written after a batch, before the epoch-end hooks,
     # and Lightning does not rerun the epoch-end hooks of an epoch whose last batch a resumed checkpoint holds.
@@ -173,9 +177,7 @@ def test_a_checkpoint_after_every_epoch_whatever_the_validation_interval(data_di
     assert "Resuming from " in stderr
     a, b = last_checkpoint(straight), last_checkpoint(pieces)
     assert a["gan"]["d_updates"] == b["gan"]["d_updates"] == 3 * BATCHES
-    assert_bitwise_equal(a["state_dict"], b["state_dict"], "state_dict")
-    assert_bitwise_equal(a["optimizer_states"], b["optimizer_states"], "optimizer_states")
-    assert_bitwise_equal(a["gan"], b["gan"], "gan")
+    assert_same_training_state(a, b)
 
 
 def test_resumed_twice_from_an_epoch_end_then_mid_epoch_is_bitwise_the_straight_run(data_dirs, tmp_path):
@@ -193,6 +195,4 @@ def test_resumed_twice_from_an_epoch_end_then_mid_epoch_is_bitwise_the_straight_
 
     a, b = last_checkpoint(straight), last_checkpoint(pieces)
     assert a["global_step"] == b["global_step"] == 4 * BATCHES
-    assert_bitwise_equal(a["state_dict"], b["state_dict"], "state_dict")
-    assert_bitwise_equal(a["optimizer_states"], b["optimizer_states"], "optimizer_states")
-    assert_bitwise_equal(a["gan"], b["gan"], "gan")
+    assert_same_training_state(a, b)
